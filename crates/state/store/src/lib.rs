@@ -1,1 +1,277 @@
-//! placeholder
+//! Slipway's state: the [`Store`] trait, its records, and the SQLite implementation.
+//!
+//! Everything the control plane must remember across restarts goes through [`Store`]: the
+//! append-only event log, the append-only audit log, the configuration last applied to each
+//! environment, and later releases, deployments and pipeline runs. The embedded default is
+//! [`SqliteStore`] (WAL mode, in the state directory); a PostgreSQL implementation for larger
+//! installations satisfies the same trait and passes the same suite in [`contract`].
+//!
+//! This crate knows nothing of HTTP, processes or the config file format: snapshots are opaque
+//! JSON to it.
+
+#[cfg(feature = "contract")]
+pub mod contract;
+mod sqlite;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the state database at {location}")]
+    Open {
+        /// File or URL.
+        location: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the state database")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("state database query failed while {doing}")]
+    Query {
+        /// What was being done.
+        doing: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored {what} is corrupt")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How serious an event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum EventLevel {
+    /// Routine.
+    Info,
+    /// Something needs a look.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+impl EventLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventLevel::Info => "info",
+            EventLevel::Warning => "warning",
+            EventLevel::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "warning" => EventLevel::Warning,
+            "error" => EventLevel::Error,
+            _ => EventLevel::Info,
+        }
+    }
+}
+
+/// An event to append.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// Severity.
+    pub level: EventLevel,
+    /// Dotted kind, such as `daemon.started` or `instance.exited`.
+    pub kind: String,
+    /// Environment concerned, if any.
+    pub environment: Option<String>,
+    /// What it is about (a service, an instance, a deployment).
+    pub subject: Option<String>,
+    /// One line for people.
+    pub message: String,
+    /// Structured details.
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An info event with no environment, subject or data.
+    pub fn info(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        NewEvent {
+            level: EventLevel::Info,
+            kind: kind.into(),
+            environment: None,
+            subject: None,
+            message: message.into(),
+            data: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    /// The same event at another level.
+    pub fn level(mut self, level: EventLevel) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// The same event about an environment.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The same event about a subject.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// The same event with data.
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// An event in the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Event {
+    /// Position in the log; strictly increasing.
+    pub id: i64,
+    /// When it was appended.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub time: Timestamp,
+    /// Severity.
+    pub level: EventLevel,
+    /// Dotted kind.
+    pub kind: String,
+    /// Environment concerned.
+    pub environment: Option<String>,
+    /// What it is about.
+    pub subject: Option<String>,
+    /// One line for people.
+    pub message: String,
+    /// Structured details.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: serde_json::Value,
+}
+
+/// Which events to read.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Only events after this id.
+    pub after: Option<i64>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// At most this many, the oldest first (`None`: all).
+    pub limit: Option<u32>,
+    /// The newest `limit` instead of the oldest.
+    pub newest: bool,
+}
+
+/// An audit record to append.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAudit {
+    /// Who (a token's name, or `anonymous`).
+    pub actor: String,
+    /// What, such as `POST /v1/annotations`.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// How it ended (an HTTP status, `ok`, `denied`…).
+    pub outcome: String,
+    /// Structured details; never secret values.
+    pub details: serde_json::Value,
+}
+
+/// An audit record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntry {
+    /// Position in the log.
+    pub id: i64,
+    /// When.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub time: Timestamp,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// How it ended.
+    pub outcome: String,
+    /// Details.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub details: serde_json::Value,
+}
+
+/// The configuration last applied to an environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppliedConfig {
+    /// Environment.
+    pub environment: String,
+    /// How many times a configuration has been applied to it.
+    pub generation: i64,
+    /// When.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub time: Timestamp,
+    /// The resolved environment as JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub snapshot: serde_json::Value,
+}
+
+/// The control plane's state. Implementations are safe to share between tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// The version of the newest applied schema migration.
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+
+    /// Appends an event and tells subscribers.
+    async fn append_event(&self, event: NewEvent) -> Result<Event, StoreError>;
+
+    /// Reads events in id order.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// Events appended from now on (through this store). A slow subscriber may miss some and
+    /// sees a lag error; it should read the gap with [`Store::events`].
+    fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Event>;
+
+    /// Appends an audit record.
+    async fn append_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError>;
+
+    /// Reads the newest `limit` audit records, oldest first.
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Records the configuration applied to an environment, returning it with its generation.
+    async fn record_applied(
+        &self,
+        environment: &str,
+        snapshot: &serde_json::Value,
+    ) -> Result<AppliedConfig, StoreError>;
+
+    /// The configuration last applied to an environment.
+    async fn applied(&self, environment: &str) -> Result<Option<AppliedConfig>, StoreError>;
+
+    /// Reads a metadata value.
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes a metadata value.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+}
+
+fn millis_to_time(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}

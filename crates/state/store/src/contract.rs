@@ -1,0 +1,180 @@
+//! The contract every [`Store`] implementation passes, as plain async functions plus a macro
+//! that turns them into tests for one implementation:
+//!
+//! ```ignore
+//! async fn store() -> (Box<dyn Store>, impl Sized) { /* a fresh, empty store */ }
+//! slipway_store::store_contract_tests!(store);
+//! ```
+//!
+//! Each case gets a fresh, empty store. The second value the factory returns is kept alive for
+//! the test (a temporary directory, a database server guard).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::{EventLevel, EventQuery, NewAudit, NewEvent, Store};
+
+/// Generates one test per contract case for a store factory.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::store_contract_tests!(@cases $factory;
+            events_read_back_in_order,
+            events_after_limit_and_newest,
+            events_filter_by_environment,
+            subscribers_see_appended_events,
+            audit_reads_back_the_newest,
+            applied_configs_count_generations,
+            meta_round_trips,
+            schema_version_is_current,
+            concurrent_appends_all_land
+        );
+    };
+    (@cases $factory:path; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $factory().await;
+                $crate::contract::$case(std::sync::Arc::from(store)).await;
+            }
+        )*
+    };
+}
+
+fn event(kind: &str, n: i64) -> NewEvent {
+    NewEvent::info(kind, format!("event {n}")).data(json!({ "n": n, "nested": { "ok": true } }))
+}
+
+/// Appended events come back in order with every field intact.
+pub async fn events_read_back_in_order(store: Arc<dyn Store>) {
+    let first = store
+        .append_event(event("test.first", 1).level(EventLevel::Warning).environment("staging").subject("web"))
+        .await
+        .unwrap();
+    let second = store.append_event(event("test.second", 2)).await.unwrap();
+    assert!(second.id > first.id, "ids increase");
+    assert!(second.time >= first.time, "time does not go back");
+    let all = store.events(&EventQuery::default()).await.unwrap();
+    assert_eq!(all, vec![first.clone(), second]);
+    assert_eq!(all[0].level, EventLevel::Warning);
+    assert_eq!(all[0].environment.as_deref(), Some("staging"));
+    assert_eq!(all[0].subject.as_deref(), Some("web"));
+    assert_eq!(all[0].data["nested"]["ok"], true);
+}
+
+/// `after`, `limit` and `newest` select the right window.
+pub async fn events_after_limit_and_newest(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(store.append_event(event("test.n", n)).await.unwrap().id);
+    }
+    let after = store
+        .events(&EventQuery { after: Some(ids[6]), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), ids[7..].to_vec());
+    let oldest = store
+        .events(&EventQuery { limit: Some(3), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(oldest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..3].to_vec());
+    let newest = store
+        .events(&EventQuery { limit: Some(3), newest: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(newest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[7..].to_vec());
+}
+
+/// An environment filter returns only that environment's events.
+pub async fn events_filter_by_environment(store: Arc<dyn Store>) {
+    store.append_event(event("a", 1).environment("staging")).await.unwrap();
+    store.append_event(event("b", 2).environment("production")).await.unwrap();
+    store.append_event(event("c", 3)).await.unwrap();
+    let staging = store
+        .events(&EventQuery { environment: Some("staging".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(staging.len(), 1);
+    assert_eq!(staging[0].kind, "a");
+}
+
+/// A subscriber receives events appended after it subscribed, in order.
+pub async fn subscribers_see_appended_events(store: Arc<dyn Store>) {
+    store.append_event(event("before", 0)).await.unwrap();
+    let mut rx = store.subscribe_events();
+    let a = store.append_event(event("after", 1)).await.unwrap();
+    let b = store.append_event(event("after", 2)).await.unwrap();
+    let deadline = std::time::Duration::from_secs(5);
+    let got_a = tokio::time::timeout(deadline, rx.recv()).await.unwrap().unwrap();
+    let got_b = tokio::time::timeout(deadline, rx.recv()).await.unwrap().unwrap();
+    assert_eq!((got_a, got_b), (a, b));
+}
+
+/// The audit log keeps every field and reads back the newest records, oldest first.
+pub async fn audit_reads_back_the_newest(store: Arc<dyn Store>) {
+    for n in 0..5 {
+        store
+            .append_audit(NewAudit {
+                actor: "admin".into(),
+                action: "POST /v1/annotations".into(),
+                target: format!("/v1/annotations/{n}"),
+                outcome: "200".into(),
+                details: json!({ "n": n }),
+            })
+            .await
+            .unwrap();
+    }
+    let last = store.audit(2).await.unwrap();
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[0].details["n"], 3);
+    assert_eq!(last[1].details["n"], 4);
+    assert_eq!(last[1].actor, "admin");
+    assert_eq!(last[1].action, "POST /v1/annotations");
+    assert_eq!(last[1].outcome, "200");
+    assert!(last[1].id > last[0].id);
+}
+
+/// Applying a configuration again bumps its generation and replaces the snapshot.
+pub async fn applied_configs_count_generations(store: Arc<dyn Store>) {
+    assert!(store.applied("staging").await.unwrap().is_none());
+    let one = store.record_applied("staging", &json!({ "v": 1 })).await.unwrap();
+    assert_eq!(one.generation, 1);
+    let two = store.record_applied("staging", &json!({ "v": 2 })).await.unwrap();
+    assert_eq!(two.generation, 2);
+    let read = store.applied("staging").await.unwrap().unwrap();
+    assert_eq!(read.snapshot, json!({ "v": 2 }));
+    assert_eq!(read.generation, 2);
+    assert!(store.applied("production").await.unwrap().is_none());
+}
+
+/// Metadata values are written, replaced and read.
+pub async fn meta_round_trips(store: Arc<dyn Store>) {
+    assert_eq!(store.meta("k").await.unwrap(), None);
+    store.set_meta("k", "1").await.unwrap();
+    store.set_meta("k", "2").await.unwrap();
+    assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("2"));
+}
+
+/// A new store is fully migrated.
+pub async fn schema_version_is_current(store: Arc<dyn Store>) {
+    assert!(store.schema_version().await.unwrap() >= 1);
+}
+
+/// Concurrent appends all land with distinct ids.
+pub async fn concurrent_appends_all_land(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append_event(event("concurrent", n)).await.unwrap().id })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 50);
+    let stored = store.events(&EventQuery::default()).await.unwrap();
+    assert_eq!(stored.len(), 50);
+}
