@@ -1,1 +1,198 @@
-//! placeholder
+//! The control plane's wire contract, shared by the daemon (`slipway-server`) and its clients
+//! (`slipway-cli`, tests): request and response bodies of the HTTP API, and the layout of the
+//! state directory through which the CLI finds a running daemon and its token.
+//!
+//! Field names here are part of the product's command-line contract (`status --json` prints
+//! [`StatusReport`]): extend them freely, never rename them.
+
+pub mod state_dir;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub use slipway_store::{AppliedConfig, AuditEntry, Event, EventLevel};
+
+/// Header carrying the request id the daemon assigns (or keeps) for every call.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Every error the API returns has this body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Configuration problems, when the error is an invalid `slipway.toml`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<DiagnosticView>,
+}
+
+/// A configuration problem, as `slipway validate --json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticView {
+    /// `error` or `warning`.
+    pub level: String,
+    /// File.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key path.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub hint: Option<String>,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when it answers.
+    pub status: String,
+    /// Slipway's version.
+    pub version: String,
+    /// The daemon's process id.
+    pub pid: u32,
+}
+
+/// `GET /v1/status`: one environment's services, instances and traffic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatusReport {
+    /// The project's name.
+    pub project: String,
+    /// The environment shown.
+    pub environment: String,
+    /// The release serving the environment, once something is deployed.
+    pub release: Option<ReleaseRef>,
+    /// Generation of the applied configuration (`None`: never applied).
+    pub generation: Option<i64>,
+    /// The services, in file order.
+    pub services: Vec<ServiceStatus>,
+    /// The control plane itself.
+    pub control: ControlInfo,
+}
+
+/// A release, by id and version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseRef {
+    /// Release id.
+    pub id: String,
+    /// Version label (git sha, tag or label).
+    pub version: String,
+}
+
+/// One service in [`StatusReport`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceStatus {
+    /// Name.
+    pub name: String,
+    /// `web`, `worker` or `cron`.
+    pub kind: String,
+    /// Instances wanted.
+    pub replicas: u32,
+    /// Public port on the proxy.
+    pub port: Option<u16>,
+    /// Running instances.
+    pub instances: Vec<InstanceStatus>,
+    /// How traffic is split between releases.
+    pub traffic: Vec<TrafficShare>,
+}
+
+/// One instance in [`ServiceStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceStatus {
+    /// Instance id.
+    pub id: String,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// Release it runs.
+    pub release: String,
+    /// `starting`, `running`, `stopping`, `exited`, `crashlooping`…
+    pub state: String,
+    /// `unknown`, `healthy` or `unhealthy`.
+    pub health: String,
+    /// The port it listens on (`$PORT`).
+    pub port: Option<u16>,
+}
+
+/// One release's share of a service's traffic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrafficShare {
+    /// Release id.
+    pub release: String,
+    /// `stable`, `canary` or `preview`.
+    pub track: String,
+    /// Percent of requests.
+    pub weight: f64,
+}
+
+/// The control plane, as [`StatusReport`] shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ControlInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Slipway's version.
+    pub version: String,
+    /// When it started.
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: jiff::Timestamp,
+    /// API address.
+    pub listen: String,
+    /// State store back-end.
+    pub store: String,
+}
+
+/// Query of `GET /v1/status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EnvQuery {
+    /// Environment (default: the project's default).
+    pub env: Option<String>,
+}
+
+/// Query of `GET /v1/events` and `GET /v1/events/stream`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events after this id (the stream also honours `Last-Event-ID`).
+    pub after: Option<i64>,
+    /// Only this environment.
+    pub env: Option<String>,
+    /// At most this many of the newest (default 100 for lists; the stream sends all).
+    pub limit: Option<u32>,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// At most this many of the newest (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Body of `POST /v1/annotations`: a note in the event log (a deploy marker, an incident
+/// remark), like a dashboard annotation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AnnotationRequest {
+    /// The note.
+    pub message: String,
+    /// Environment it is about.
+    pub environment: Option<String>,
+}
+
+/// Result of `POST /v1/environments/{env}/apply`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResult {
+    /// Environment.
+    pub environment: String,
+    /// New generation of its applied configuration.
+    pub generation: i64,
+    /// Whether anything differed from the previous one.
+    pub changed: bool,
+    /// The plan that was applied (see `slipway plan --json`).
+    #[schema(value_type = Object)]
+    pub plan: serde_json::Value,
+}

@@ -1,1 +1,20 @@
-//! placeholder
+//! The control-plane daemon (`slipway up`): it owns a project's state directory, serves the
+//! authenticated HTTP API on loopback, and (in later layers) drives the runtime, the proxy and
+//! deploys.
+//!
+//! - [`daemon`]: start-up and shutdown (lock, token, store, listener, `daemon.json`).
+//! - [`environments`]: applying the project file to an environment (what `up` records).
+//! - `http`: routes, authentication, audit, errors and the event stream.
+//!
+//! **Invariant:** every route but `/healthz` requires the admin token, and every call that is not
+//! a read (`GET`/`HEAD`) leaves an audit record, denied ones included.
+
+pub mod daemon;
+pub mod environments;
+mod http;
+
+pub use daemon::{DaemonError, DaemonOptions, run};
+pub use http::openapi;
+
+/// Slipway's version, as the API reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

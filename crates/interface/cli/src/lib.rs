@@ -1,1 +1,60 @@
-//! placeholder
+//! The `slipway` command line. The binary (`bin/slipway`) only calls [`main`].
+//!
+//! Commands that read only the project file (`init`, `validate`, `schema`, `plan`) work without
+//! a control plane; the others talk to the project's daemon through [`client`], found through
+//! the state directory. Every read command takes `--json`; people get tables.
+
+mod args;
+mod client;
+mod commands;
+mod error;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slipway_api::state_dir::StateDir;
+
+pub use args::Cli;
+
+/// What every command knows: the global options, resolved.
+pub(crate) struct Context {
+    pub(crate) file: PathBuf,
+    pub(crate) state: StateDir,
+    pub(crate) env: Option<String>,
+    pub(crate) json: bool,
+}
+
+/// Runs the command line and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = &cli.global;
+    let state = match &global.state_dir {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::beside(&global.file),
+    };
+    let ctx = Context {
+        file: global.file.clone(),
+        state,
+        env: global.env.clone(),
+        json: global.json,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(&ctx, cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            e.print();
+            ExitCode::from(e.code)
+        }
+    }
+}

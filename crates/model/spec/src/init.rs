@@ -44,7 +44,13 @@ pub fn starter(dir: &Path) -> Starter {
 fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if s.is_empty() { "app".into() } else { s }
 }
@@ -56,7 +62,9 @@ fn guess(dir: &Path, name: &str) -> (Vec<GuessedService>, Option<&'static str>) 
             .lines()
             .filter_map(|l| l.split_once(':'))
             .map(|(n, c)| (n.trim(), c.trim()))
-            .filter(|(n, c)| !n.is_empty() && !c.is_empty() && !n.starts_with('#') && *n != "release")
+            .filter(|(n, c)| {
+                !n.is_empty() && !c.is_empty() && !n.starts_with('#') && *n != "release"
+            })
             .map(|(n, c)| GuessedService {
                 name: sanitize(n),
                 kind: if n == "web" { "web" } else { "worker" },
@@ -75,7 +83,10 @@ fn guess(dir: &Path, name: &str) -> (Vec<GuessedService>, Option<&'static str>) 
             .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string))
             .unwrap_or_else(|| name.to_string());
         return (
-            vec![web(Some("cargo build --release".into()), format!("./target/release/{bin}"))],
+            vec![web(
+                Some("cargo build --release".into()),
+                format!("./target/release/{bin}"),
+            )],
             Some("Cargo.toml"),
         );
     }
@@ -91,21 +102,32 @@ fn guess(dir: &Path, name: &str) -> (Vec<GuessedService>, Option<&'static str>) 
         let start = if has("start") {
             "npm start".to_string()
         } else {
-            let main = json.get("main").and_then(|m| m.as_str()).unwrap_or("index.js");
+            let main = json
+                .get("main")
+                .and_then(|m| m.as_str())
+                .unwrap_or("index.js");
             format!("node {main}")
         };
         return (vec![web(build, start)], Some("package.json"));
     }
     if let Some(text) = read("pyproject.toml") {
         let table = text.parse::<toml::Table>().ok();
-        let script = table
-            .as_ref()
-            .and_then(|t| t.get("project")?.get("scripts")?.as_table()?.keys().next().cloned());
+        let script = table.as_ref().and_then(|t| {
+            t.get("project")?
+                .get("scripts")?
+                .as_table()?
+                .keys()
+                .next()
+                .cloned()
+        });
         let start = match script {
             Some(s) => s,
             None => format!("python -m {}", name.replace('-', "_")),
         };
-        return (vec![web(Some("pip install .".into()), start)], Some("pyproject.toml"));
+        return (
+            vec![web(Some("pip install .".into()), start)],
+            Some("pyproject.toml"),
+        );
     }
     (vec![web(None, "./server".into())], None)
 }
@@ -175,7 +197,11 @@ fn render(name: &str, services: &[GuessedService], guessed_from: Option<&str>) -
             }
             None => out.push_str("# build = \"make\"      # run once per release\n"),
         }
-        let _ = writeln!(out, "start = {}   # one instance; web instances get $PORT", quote(&s.start));
+        let _ = writeln!(
+            out,
+            "start = {}   # one instance; web instances get $PORT",
+            quote(&s.start)
+        );
         if s.kind == "web" {
             out.push_str(
                 "port = 8080            # public port on Slipway's proxy\n\
@@ -207,7 +233,11 @@ mod tests {
         // Every starter must be a valid file as written.
         let path = dir.path().join("slipway.toml");
         if let Err(report) = crate::load_str(&path, &s.text, None) {
-            panic!("starter does not validate:\n{}\n{}", report.render(), s.text);
+            panic!(
+                "starter does not validate:\n{}\n{}",
+                report.render(),
+                s.text
+            );
         }
         s
     }
@@ -221,7 +251,10 @@ mod tests {
 
     #[test]
     fn guesses_from_procfile() {
-        let s = starter_for(&[("Procfile", "web: ./web\nworker: ./jobs\nrelease: ./migrate\n")]);
+        let s = starter_for(&[(
+            "Procfile",
+            "web: ./web\nworker: ./jobs\nrelease: ./migrate\n",
+        )]);
         assert_eq!(s.guessed_from, Some("Procfile"));
         assert!(s.text.contains("[services.worker]"));
         assert!(s.text.contains("start = \"./jobs\""));
@@ -229,14 +262,20 @@ mod tests {
 
     #[test]
     fn guesses_from_package_json() {
-        let s = starter_for(&[("package.json", r#"{"scripts": {"build": "vite build", "start": "node server.js"}}"#)]);
+        let s = starter_for(&[(
+            "package.json",
+            r#"{"scripts": {"build": "vite build", "start": "node server.js"}}"#,
+        )]);
         assert!(s.text.contains("npm ci && npm run build"));
         assert!(s.text.contains("npm start"));
     }
 
     #[test]
     fn guesses_from_pyproject() {
-        let s = starter_for(&[("pyproject.toml", "[project]\nname = \"svc\"\n[project.scripts]\nsvc-serve = \"svc:main\"\n")]);
+        let s = starter_for(&[(
+            "pyproject.toml",
+            "[project]\nname = \"svc\"\n[project.scripts]\nsvc-serve = \"svc:main\"\n",
+        )]);
         assert!(s.text.contains("start = \"svc-serve\""));
     }
 

@@ -36,9 +36,9 @@ pub use model::Config;
 pub use procfile::PROCFILE_WEB_PORT;
 pub use resolve::{ResolvedEnv, ResolvedService};
 
+use check::Locator;
 use check::schema::SchemaChecker;
 use check::semantic::{ProcfileOrigin, SemanticChecker};
-use check::Locator;
 
 /// The pipeline stages used when `[pipeline] stages` is not set: the seeds' six.
 pub const DEFAULT_STAGES: [&str; 6] = ["build", "test", "scan", "deploy", "smoke", "monitor"];
@@ -152,15 +152,27 @@ pub fn load(path: &Path) -> Result<Project, LoadError> {
     let procfile = match std::fs::read_to_string(&procfile_path) {
         Ok(text) => Some(SourceFile::new(&procfile_path, text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(LoadError::Read { path: procfile_path, source }),
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: procfile_path,
+                source,
+            });
+        }
     };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && procfile.is_some() => String::new(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LoadError::Missing { path: path.to_path_buf() });
+            return Err(LoadError::Missing {
+                path: path.to_path_buf(),
+            });
         }
-        Err(source) => return Err(LoadError::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     load_str(path, &text, procfile).map_err(|report| LoadError::Invalid { report })
 }
@@ -230,7 +242,8 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
         }
     }
     let environments = environment_names(&config);
-    let found = SemanticChecker::new(&config, &source, Locator::new(&doc), origin).run(&environments);
+    let found =
+        SemanticChecker::new(&config, &source, Locator::new(&doc), origin).run(&environments);
     report.diagnostics = found;
     report.diagnostics.sort_by(|a, b| {
         (a.level, &a.file, a.line, a.column).cmp(&(b.level, &b.file, b.line, b.column))
@@ -240,8 +253,10 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
     }
     let dir = absolute_dir(path);
     let name = config.project.name.clone().unwrap_or_else(|| {
-        dir.file_name()
-            .map_or_else(|| "project".to_string(), |n| n.to_string_lossy().into_owned())
+        dir.file_name().map_or_else(
+            || "project".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     });
     Ok(Project {
         file: path.to_path_buf(),
@@ -253,7 +268,10 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
 }
 
 fn absolute_dir(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::path::absolute(dir)
         .map(|d| d.components().collect())
         .unwrap_or_else(|_| dir.to_path_buf())
@@ -282,7 +300,10 @@ impl Project {
         if names.iter().any(|n| n == IMPLICIT_ENVIRONMENT) {
             return IMPLICIT_ENVIRONMENT.to_string();
         }
-        names.into_iter().next().unwrap_or_else(|| IMPLICIT_ENVIRONMENT.to_string())
+        names
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| IMPLICIT_ENVIRONMENT.to_string())
     }
 
     /// One environment with overrides applied and defaults filled in.

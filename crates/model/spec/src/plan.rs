@@ -81,7 +81,15 @@ pub struct EnvChange {
 }
 
 const SENSITIVE: [&str; 9] = [
-    "PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "PRIVATE", "CREDENTIAL", "DSN", "AUTH",
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "KEY",
+    "PRIVATE",
+    "CREDENTIAL",
+    "DSN",
+    "AUTH",
 ];
 
 /// Whether a variable's value must not be shown: a declared secret, or a sensitive-looking
@@ -132,7 +140,12 @@ pub fn diff(before: Option<&Value>, after: &Value) -> Plan {
     }
 }
 
-fn service_change(name: &str, before: Option<&Value>, after: Option<&Value>, secrets: &[String]) -> ServiceChange {
+fn service_change(
+    name: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    secrets: &[String],
+) -> ServiceChange {
     let strip = |v: Option<&Value>| {
         v.map(|v| {
             let mut v = v.clone();
@@ -144,7 +157,12 @@ fn service_change(name: &str, before: Option<&Value>, after: Option<&Value>, sec
     };
     let mut fields = Vec::new();
     if before.is_some() && after.is_some() {
-        leaf_changes("", strip(before).as_ref(), strip(after).as_ref(), &mut fields);
+        leaf_changes(
+            "",
+            strip(before).as_ref(),
+            strip(after).as_ref(),
+            &mut fields,
+        );
     }
     let env_of = |v: Option<&Value>| {
         v.and_then(|v| v.get("env"))
@@ -189,7 +207,12 @@ fn service_change(name: &str, before: Option<&Value>, after: Option<&Value>, sec
     }
 }
 
-fn leaf_changes(prefix: &str, before: Option<&Value>, after: Option<&Value>, out: &mut Vec<FieldChange>) {
+fn leaf_changes(
+    prefix: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    out: &mut Vec<FieldChange>,
+) {
     match (before, after) {
         (Some(Value::Object(b)), Some(Value::Object(a))) => {
             for (k, av) in a {
@@ -217,7 +240,11 @@ fn leaf_changes(prefix: &str, before: Option<&Value>, after: Option<&Value>, out
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 #[cfg(test)]
@@ -231,7 +258,10 @@ mod tests {
 
     #[test]
     fn first_plan_adds_everything() {
-        let plan = diff(None, &env(json!({"web": {"replicas": 2, "env": {"A": "1"}}})));
+        let plan = diff(
+            None,
+            &env(json!({"web": {"replicas": 2, "env": {"A": "1"}}})),
+        );
         assert!(!plan.recorded);
         assert_eq!(plan.services[0].action, Action::Added);
         assert!(plan.has_changes());
@@ -255,8 +285,15 @@ mod tests {
         assert!(!text.contains("hunter"), "{text}");
         assert!(!text.contains("sk_"), "{text}");
         let a = web.env.iter().find(|e| e.key == "A").unwrap();
-        assert_eq!((a.before.as_deref(), a.after.as_deref()), (Some("1"), Some("2")));
-        assert!(web.env.iter().any(|e| e.key == "NEW" && e.action == Action::Added));
+        assert_eq!(
+            (a.before.as_deref(), a.after.as_deref()),
+            (Some("1"), Some("2"))
+        );
+        assert!(
+            web.env
+                .iter()
+                .any(|e| e.key == "NEW" && e.action == Action::Added)
+        );
         assert_eq!(plan.services[1].name, "old");
         assert_eq!(plan.services[1].action, Action::Removed);
     }

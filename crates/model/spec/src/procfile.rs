@@ -51,18 +51,32 @@ pub(crate) fn parse(source: &SourceFile) -> Result<Procfile, Vec<Diagnostic>> {
         let name = name.trim();
         let command = command.trim();
         let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid || command.is_empty() {
             let message = if valid {
                 format!("Procfile entry `{name}` has no command")
             } else {
                 format!("`{name}` is not a valid process name")
             };
-            errors.push(source.diagnostic(Level::Error, span, "", message, Some("names use letters, digits, `-` and `_`".into())));
+            errors.push(source.diagnostic(
+                Level::Error,
+                span,
+                "",
+                message,
+                Some("names use letters, digits, `-` and `_`".into()),
+            ));
             continue;
         }
         if out.lines.insert(name.to_string(), span.clone()).is_some() {
-            errors.push(source.diagnostic(Level::Error, span, "", format!("Procfile declares `{name}` twice"), Some("keep one line per process name".into())));
+            errors.push(source.diagnostic(
+                Level::Error,
+                span,
+                "",
+                format!("Procfile declares `{name}` twice"),
+                Some("keep one line per process name".into()),
+            ));
             continue;
         }
         if name == "release" {
@@ -73,14 +87,22 @@ pub(crate) fn parse(source: &SourceFile) -> Result<Procfile, Vec<Diagnostic>> {
         out.services.insert(
             name.to_string(),
             Service {
-                kind: Some(if web { ServiceKind::Web } else { ServiceKind::Worker }),
+                kind: Some(if web {
+                    ServiceKind::Web
+                } else {
+                    ServiceKind::Worker
+                }),
                 start: Some(command.to_string()),
                 port: web.then_some(PROCFILE_WEB_PORT),
                 ..Default::default()
             },
         );
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +111,10 @@ mod tests {
 
     #[test]
     fn web_worker_and_release() {
-        let src = SourceFile::new("Procfile", "# app\nweb: ./server\nworker: ./jobs --queue default\nrelease: ./migrate\n");
+        let src = SourceFile::new(
+            "Procfile",
+            "# app\nweb: ./server\nworker: ./jobs --queue default\nrelease: ./migrate\n",
+        );
         let p = parse(&src).unwrap();
         assert_eq!(p.services.len(), 2);
         assert_eq!(p.services["web"].port, Some(PROCFILE_WEB_PORT));

@@ -419,7 +419,11 @@ fn resolve_service(
         Some(list) => list.clone(),
         None => secrets
             .iter()
-            .filter(|(_, d)| d.services.as_ref().is_none_or(|l| l.iter().any(|x| x == name)))
+            .filter(|(_, d)| {
+                d.services
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|x| x == name))
+            })
             .map(|(k, _)| k.clone())
             .collect(),
     };
@@ -469,7 +473,10 @@ fn resolve_service(
         kind,
         build: s.build.clone(),
         start: s.start.clone().unwrap_or_default(),
-        cwd: s.cwd.as_ref().map_or_else(|| dir.to_path_buf(), |c| dir.join(c)),
+        cwd: s
+            .cwd
+            .as_ref()
+            .map_or_else(|| dir.to_path_buf(), |c| dir.join(c)),
         port: s.port,
         replicas,
         readiness,
@@ -576,7 +583,9 @@ fn probe(spec: &HealthSpec, liveness: bool) -> Probe {
         timeout: check.timeout.unwrap_or(base.timeout),
         start_period: check.start_period.unwrap_or(default_start),
         healthy_threshold: check.healthy_threshold.unwrap_or(base.healthy_threshold),
-        unhealthy_threshold: check.unhealthy_threshold.unwrap_or(base.unhealthy_threshold),
+        unhealthy_threshold: check
+            .unhealthy_threshold
+            .unwrap_or(base.unhealthy_threshold),
     }
 }
 
@@ -655,7 +664,9 @@ fn resolve_strategy(
         steps,
         standby: full.standby.unwrap_or(Duration::from_secs(900)),
         overlap: full.overlap.unwrap_or(Duration::from_secs(0)),
-        sticky_cookie: sticky.cookie.unwrap_or_else(|| "slipway-release".to_string()),
+        sticky_cookie: sticky
+            .cookie
+            .unwrap_or_else(|| "slipway-release".to_string()),
         sticky_header: sticky.header,
         canary_tenants: full.canary_tenants.clone().unwrap_or_default(),
         analysis: ResolvedAnalysis {

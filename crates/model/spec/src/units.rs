@@ -155,7 +155,8 @@ impl FromStr for Percent {
             .trim()
             .parse()
             .map_err(|_| bad(format!("`{s}` is not a percentage")))?;
-        Percent::new(value).ok_or_else(|| bad(format!("percentage `{s}` is not between 0% and 100%")))
+        Percent::new(value)
+            .ok_or_else(|| bad(format!("percentage `{s}` is not between 0% and 100%")))
     }
 }
 
@@ -206,10 +207,12 @@ pub fn check_cron(s: &str) -> Result<(), UnitError> {
 
 /// Checks an IANA time zone name against the system's time zone database.
 pub fn check_timezone(s: &str) -> Result<(), UnitError> {
-    jiff::tz::TimeZone::get(s).map(|_| ()).map_err(|_| UnitError {
-        message: format!("unknown time zone `{s}`"),
-        hint: "use an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\"",
-    })
+    jiff::tz::TimeZone::get(s)
+        .map(|_| ())
+        .map_err(|_| UnitError {
+            message: format!("unknown time zone `{s}`"),
+            hint: "use an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\"",
+        })
 }
 
 /// Checks a string against one of the [`format`]s; unknown formats pass.
@@ -293,13 +296,19 @@ impl FromInteger for Size {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UnitVisitor(Default::default(), "a duration such as \"30s\""))
+        d.deserialize_any(UnitVisitor(
+            Default::default(),
+            "a duration such as \"30s\"",
+        ))
     }
 }
 
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UnitVisitor(Default::default(), "a percentage such as \"5%\""))
+        d.deserialize_any(UnitVisitor(
+            Default::default(),
+            "a percentage such as \"5%\"",
+        ))
     }
 }
 
@@ -388,7 +397,13 @@ mod tests {
                 .message
                 .contains("no unit")
         );
-        assert!("-5s".parse::<Duration>().unwrap_err().message.contains("negative"));
+        assert!(
+            "-5s"
+                .parse::<Duration>()
+                .unwrap_err()
+                .message
+                .contains("negative")
+        );
         assert!("soon".parse::<Duration>().is_err());
         assert!("".parse::<Duration>().is_err());
     }

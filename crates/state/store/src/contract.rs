@@ -50,7 +50,12 @@ fn event(kind: &str, n: i64) -> NewEvent {
 /// Appended events come back in order with every field intact.
 pub async fn events_read_back_in_order(store: Arc<dyn Store>) {
     let first = store
-        .append_event(event("test.first", 1).level(EventLevel::Warning).environment("staging").subject("web"))
+        .append_event(
+            event("test.first", 1)
+                .level(EventLevel::Warning)
+                .environment("staging")
+                .subject("web"),
+        )
         .await
         .unwrap();
     let second = store.append_event(event("test.second", 2)).await.unwrap();
@@ -71,29 +76,57 @@ pub async fn events_after_limit_and_newest(store: Arc<dyn Store>) {
         ids.push(store.append_event(event("test.n", n)).await.unwrap().id);
     }
     let after = store
-        .events(&EventQuery { after: Some(ids[6]), ..Default::default() })
+        .events(&EventQuery {
+            after: Some(ids[6]),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), ids[7..].to_vec());
+    assert_eq!(
+        after.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[7..].to_vec()
+    );
     let oldest = store
-        .events(&EventQuery { limit: Some(3), ..Default::default() })
+        .events(&EventQuery {
+            limit: Some(3),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(oldest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..3].to_vec());
+    assert_eq!(
+        oldest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
     let newest = store
-        .events(&EventQuery { limit: Some(3), newest: true, ..Default::default() })
+        .events(&EventQuery {
+            limit: Some(3),
+            newest: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(newest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[7..].to_vec());
+    assert_eq!(
+        newest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[7..].to_vec()
+    );
 }
 
 /// An environment filter returns only that environment's events.
 pub async fn events_filter_by_environment(store: Arc<dyn Store>) {
-    store.append_event(event("a", 1).environment("staging")).await.unwrap();
-    store.append_event(event("b", 2).environment("production")).await.unwrap();
+    store
+        .append_event(event("a", 1).environment("staging"))
+        .await
+        .unwrap();
+    store
+        .append_event(event("b", 2).environment("production"))
+        .await
+        .unwrap();
     store.append_event(event("c", 3)).await.unwrap();
     let staging = store
-        .events(&EventQuery { environment: Some("staging".into()), ..Default::default() })
+        .events(&EventQuery {
+            environment: Some("staging".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(staging.len(), 1);
@@ -107,8 +140,14 @@ pub async fn subscribers_see_appended_events(store: Arc<dyn Store>) {
     let a = store.append_event(event("after", 1)).await.unwrap();
     let b = store.append_event(event("after", 2)).await.unwrap();
     let deadline = std::time::Duration::from_secs(5);
-    let got_a = tokio::time::timeout(deadline, rx.recv()).await.unwrap().unwrap();
-    let got_b = tokio::time::timeout(deadline, rx.recv()).await.unwrap().unwrap();
+    let got_a = tokio::time::timeout(deadline, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let got_b = tokio::time::timeout(deadline, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((got_a, got_b), (a, b));
 }
 
@@ -139,9 +178,15 @@ pub async fn audit_reads_back_the_newest(store: Arc<dyn Store>) {
 /// Applying a configuration again bumps its generation and replaces the snapshot.
 pub async fn applied_configs_count_generations(store: Arc<dyn Store>) {
     assert!(store.applied("staging").await.unwrap().is_none());
-    let one = store.record_applied("staging", &json!({ "v": 1 })).await.unwrap();
+    let one = store
+        .record_applied("staging", &json!({ "v": 1 }))
+        .await
+        .unwrap();
     assert_eq!(one.generation, 1);
-    let two = store.record_applied("staging", &json!({ "v": 2 })).await.unwrap();
+    let two = store
+        .record_applied("staging", &json!({ "v": 2 }))
+        .await
+        .unwrap();
     assert_eq!(two.generation, 2);
     let read = store.applied("staging").await.unwrap().unwrap();
     assert_eq!(read.snapshot, json!({ "v": 2 }));
@@ -167,7 +212,9 @@ pub async fn concurrent_appends_all_land(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..50)
         .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move { store.append_event(event("concurrent", n)).await.unwrap().id })
+            tokio::spawn(
+                async move { store.append_event(event("concurrent", n)).await.unwrap().id },
+            )
         })
         .collect();
     let mut ids = BTreeSet::new();

@@ -5,7 +5,9 @@ use slipway_store::{EventQuery, NewEvent, SqliteStore, Store};
 
 async fn store() -> (Box<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
     (Box::new(store), dir)
 }
 
@@ -17,13 +19,22 @@ async fn state_survives_reopening_and_migrations_apply_twice() {
     let path = dir.path().join("state.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let version = store.schema_version().await.unwrap();
-    store.append_event(NewEvent::info("kept", "kept")).await.unwrap();
-    store.record_applied("staging", &serde_json::json!({"v": 1})).await.unwrap();
+    store
+        .append_event(NewEvent::info("kept", "kept"))
+        .await
+        .unwrap();
+    store
+        .record_applied("staging", &serde_json::json!({"v": 1}))
+        .await
+        .unwrap();
     store.close().await;
     let again = SqliteStore::open(&path).await.unwrap();
     assert_eq!(again.schema_version().await.unwrap(), version);
     assert_eq!(again.events(&EventQuery::default()).await.unwrap().len(), 1);
-    assert_eq!(again.applied("staging").await.unwrap().unwrap().generation, 1);
+    assert_eq!(
+        again.applied("staging").await.unwrap().unwrap().generation,
+        1
+    );
     assert_eq!(again.integrity_check().await.unwrap(), "ok");
 }
 
@@ -32,7 +43,10 @@ async fn logs_are_append_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    store.append_event(NewEvent::info("kept", "kept")).await.unwrap();
+    store
+        .append_event(NewEvent::info("kept", "kept"))
+        .await
+        .unwrap();
     store
         .append_audit(slipway_store::NewAudit {
             actor: "admin".into(),
@@ -44,8 +58,15 @@ async fn logs_are_append_only() {
         .await
         .unwrap();
     store.close().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
-    for sql in ["UPDATE events SET message = 'x'", "DELETE FROM events", "UPDATE audit SET actor = 'x'", "DELETE FROM audit"] {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE events SET message = 'x'",
+        "DELETE FROM events",
+        "UPDATE audit SET actor = 'x'",
+        "DELETE FROM audit",
+    ] {
         let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
@@ -54,7 +75,13 @@ async fn logs_are_append_only() {
 #[tokio::test]
 async fn the_database_is_in_wal_mode() {
     let (_store, dir) = store().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", dir.path().join("state.db").display())).await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite:{}", dir.path().join("state.db").display()))
+            .await
+            .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
 }

@@ -114,7 +114,12 @@ impl<'d, 'i> Locator<'d, 'i> {
         let mut table = Some(self.doc.get_ref());
         for segment in &path.0 {
             let next = match segment {
-                Segment::Key(k) => table?.iter().find(|(key, _)| key.get_ref().as_ref() == k)?.1,
+                Segment::Key(k) => {
+                    table?
+                        .iter()
+                        .find(|(key, _)| key.get_ref().as_ref() == k)?
+                        .1
+                }
                 Segment::Index(i) => match node? {
                     DeValue::Array(items) => items.get(*i)?,
                     _ => return None,
@@ -169,7 +174,10 @@ mod tests {
         assert_eq!(p.to_string(), "services.web.port");
         let q = KeyPath::root().key("alerts").index(0).key("name");
         assert_eq!(q.to_string(), "alerts[0].name");
-        assert_eq!(KeyPath::root().key("env").key("a.b").to_string(), "env.\"a.b\"");
+        assert_eq!(
+            KeyPath::root().key("env").key("a.b").to_string(),
+            "env.\"a.b\""
+        );
         assert_eq!(KeyPath::parse("alerts.0.name"), q);
     }
 
@@ -180,7 +188,9 @@ mod tests {
         let loc = Locator::new(&doc);
         let table = loc.first_span(&[KeyPath::parse("services.web")]).unwrap();
         assert_eq!(&text[table], "web");
-        let value = loc.value_span(&KeyPath::parse("services.web.port")).unwrap();
+        let value = loc
+            .value_span(&KeyPath::parse("services.web.port"))
+            .unwrap();
         assert_eq!(&text[value], "8080");
         let name = loc.value_span(&KeyPath::parse("alerts.0.name")).unwrap();
         assert_eq!(&text[name], "\"x\"");

@@ -43,7 +43,12 @@ impl<'a> SchemaChecker<'a> {
         match schema {
             Json::Bool(true) => return,
             Json::Bool(false) => {
-                out.push(self.error(node.span(), path, format!("`{path}` is not allowed here"), Some("remove it".into())));
+                out.push(self.error(
+                    node.span(),
+                    path,
+                    format!("`{path}` is not allowed here"),
+                    Some("remove it".into()),
+                ));
                 return;
             }
             _ => {}
@@ -126,10 +131,12 @@ impl<'a> SchemaChecker<'a> {
                         span.clone(),
                         &path.key(name),
                         format!("missing key `{name}` in {what}"),
-                        Some(match describe(self.deref(&schema["properties"][name]), self) {
-                            Some(d) => format!("add `{name} = …` ({d})"),
-                            None => format!("add `{name} = …`"),
-                        }),
+                        Some(
+                            match describe(self.deref(&schema["properties"][name]), self) {
+                                Some(d) => format!("add `{name} = …` ({d})"),
+                                None => format!("add `{name} = …`"),
+                            },
+                        ),
                     ));
                 }
             }
@@ -149,7 +156,10 @@ impl<'a> SchemaChecker<'a> {
         let matching: Vec<&Json> = leaves
             .iter()
             .copied()
-            .filter(|b| b.get("type").is_none_or(|t| type_matches(node.get_ref(), t)))
+            .filter(|b| {
+                b.get("type")
+                    .is_none_or(|t| type_matches(node.get_ref(), t))
+            })
             .collect();
         if matching.is_empty() {
             out.push(self.type_error(node, &leaves, path));
@@ -157,10 +167,11 @@ impl<'a> SchemaChecker<'a> {
         }
         // A set of string constants is an enumeration: one clear message with a suggestion.
         if let DeValue::String(s) = node.get_ref() {
-            let constants: Option<Vec<&str>> =
-                matching.iter().map(|b| string_constants(b)).collect::<Option<Vec<_>>>().map(
-                    |lists| lists.into_iter().flatten().collect(),
-                );
+            let constants: Option<Vec<&str>> = matching
+                .iter()
+                .map(|b| string_constants(b))
+                .collect::<Option<Vec<_>>>()
+                .map(|lists| lists.into_iter().flatten().collect());
             if let Some(allowed) = constants {
                 if !allowed.contains(&s.as_ref()) {
                     out.push(self.enum_error(node, s, &allowed, path));
@@ -277,7 +288,12 @@ impl<'a> SchemaChecker<'a> {
         )
     }
 
-    fn type_error(&self, node: &Spanned<DeValue<'_>>, options: &[&Json], path: &KeyPath) -> Diagnostic {
+    fn type_error(
+        &self,
+        node: &Spanned<DeValue<'_>>,
+        options: &[&Json],
+        path: &KeyPath,
+    ) -> Diagnostic {
         let mut wanted: Vec<String> = Vec::new();
         for option in options {
             if let Some(d) = describe(option, self) {
@@ -288,7 +304,8 @@ impl<'a> SchemaChecker<'a> {
         }
         let expected = join_or(&wanted);
         let found = found_word(node.get_ref());
-        let hint = type_hint(node.get_ref(), options).or_else(|| Some(format!("write {expected} here")));
+        let hint =
+            type_hint(node.get_ref(), options).or_else(|| Some(format!("write {expected} here")));
         self.error(
             node.span(),
             path,
@@ -443,7 +460,9 @@ fn type_hint(node: &DeValue<'_>, options: &[&Json]) -> Option<String> {
             .any(|o| o.get("format").and_then(Json::as_str) == Some(f))
     };
     match node {
-        DeValue::String(s) if (wants("integer") || wants("number")) && s.trim().parse::<f64>().is_ok() => {
+        DeValue::String(s)
+            if (wants("integer") || wants("number")) && s.trim().parse::<f64>().is_ok() =>
+        {
             Some(format!("remove the quotes: `{}`", s.trim()))
         }
         DeValue::String(s) if wants("boolean") && matches!(s.as_ref(), "true" | "false") => {
@@ -454,13 +473,23 @@ fn type_hint(node: &DeValue<'_>, options: &[&Json]) -> Option<String> {
         }
         DeValue::Float(f) if wants_format(units::format::PERCENT) => {
             let value = f.as_str().parse::<f64>().unwrap_or_default();
-            Some(format!("write percentages with a `%`: \"{}%\" (as a ratio, {} is {}%)", value * 100.0, f.as_str(), value * 100.0))
+            Some(format!(
+                "write percentages with a `%`: \"{}%\" (as a ratio, {} is {}%)",
+                value * 100.0,
+                f.as_str(),
+                value * 100.0
+            ))
         }
-        DeValue::Float(f) if wants("integer") => Some(format!("write a whole number, such as `{}`", f.as_str().parse::<f64>().unwrap_or_default().round())),
-        DeValue::String(s) if wants("integer") || wants("number") => {
-            Some(format!("write a number without quotes instead of \"{s}\", for example `2`"))
+        DeValue::Float(f) if wants("integer") => Some(format!(
+            "write a whole number, such as `{}`",
+            f.as_str().parse::<f64>().unwrap_or_default().round()
+        )),
+        DeValue::String(s) if wants("integer") || wants("number") => Some(format!(
+            "write a number without quotes instead of \"{s}\", for example `2`"
+        )),
+        DeValue::String(_) if wants("boolean") => {
+            Some("write `true` or `false`, without quotes".to_string())
         }
-        DeValue::String(_) if wants("boolean") => Some("write `true` or `false`, without quotes".to_string()),
         DeValue::Array(items) if wants("string") && items.len() == 1 => {
             Some("write a single string, without the brackets".to_string())
         }

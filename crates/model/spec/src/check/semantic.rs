@@ -49,7 +49,10 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     /// Runs every rule; returns errors and warnings, each reported once.
     pub(crate) fn run(mut self, environments: &[String]) -> Vec<Diagnostic> {
         self.project();
-        self.env_names(&KeyPath::parse("env"), &self.config.env.keys().cloned().collect::<Vec<_>>());
+        self.env_names(
+            &KeyPath::parse("env"),
+            &self.config.env.keys().cloned().collect::<Vec<_>>(),
+        );
         self.secrets();
         self.environments();
         // Service rules run once per environment; a finding shared by every environment is
@@ -61,7 +64,15 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 Ok(services) => self.services(env, &services),
                 Err(e) => {
                     let path = KeyPath::root().key("environments").key(env);
-                    self.error(&[path.clone()], &path, format!("cannot apply the overrides of environment `{env}`: {}", e.message()), None);
+                    self.error(
+                        &[path.clone()],
+                        &path,
+                        format!(
+                            "cannot apply the overrides of environment `{env}`: {}",
+                            e.message()
+                        ),
+                        None,
+                    );
                 }
             }
             for d in self.out.drain(before..).collect::<Vec<_>>() {
@@ -74,7 +85,11 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         for (mut d, envs) in scoped {
             if envs.len() < environments.len() {
                 let names: Vec<String> = envs.iter().map(|e| format!("`{e}`")).collect();
-                let noun = if envs.len() == 1 { "environment" } else { "environments" };
+                let noun = if envs.len() == 1 {
+                    "environment"
+                } else {
+                    "environments"
+                };
                 d.message = format!("{} (in {noun} {})", d.message, names.join(", "));
             }
             self.out.push(d);
@@ -91,7 +106,14 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             .collect()
     }
 
-    fn push(&mut self, level: Level, paths: &[KeyPath], path: &KeyPath, message: String, hint: Option<String>) {
+    fn push(
+        &mut self,
+        level: Level,
+        paths: &[KeyPath],
+        path: &KeyPath,
+        message: String,
+        hint: Option<String>,
+    ) {
         let span = self.locator.first_span(paths);
         // Services from a Procfile are reported on their Procfile line.
         if span.is_none() {
@@ -102,14 +124,20 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                         .map(|rest| rest.split('.').next().unwrap_or_default().to_string())
                 });
                 if let Some(range) = service.and_then(|s| origin.lines.get(&s)) {
-                    self.out.push(origin.source.diagnostic(level, range.clone(), path.to_string(), message, hint));
+                    self.out.push(origin.source.diagnostic(
+                        level,
+                        range.clone(),
+                        path.to_string(),
+                        message,
+                        hint,
+                    ));
                     return;
                 }
             }
         }
-        let d = self
-            .source
-            .diagnostic(level, span.unwrap_or(0..0), path.to_string(), message, hint);
+        let d =
+            self.source
+                .diagnostic(level, span.unwrap_or(0..0), path.to_string(), message, hint);
         self.out.push(d);
     }
 
@@ -117,7 +145,13 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         self.push(Level::Error, paths, path, message, hint);
     }
 
-    fn warning(&mut self, paths: &[KeyPath], path: &KeyPath, message: String, hint: Option<String>) {
+    fn warning(
+        &mut self,
+        paths: &[KeyPath],
+        path: &KeyPath,
+        message: String,
+        hint: Option<String>,
+    ) {
         self.push(Level::Warning, paths, path, message, hint);
     }
 
@@ -132,16 +166,34 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         let span = self.locator.value_span(&span_path);
         let message = format!("unknown {what} `{name}` in `{path}`");
         match span {
-            Some(span) => self.out.push(self.source.diagnostic(Level::Error, span, path.to_string(), message, hint)),
+            Some(span) => self.out.push(self.source.diagnostic(
+                Level::Error,
+                span,
+                path.to_string(),
+                message,
+                hint,
+            )),
             None => self.error(&[path.clone()], path, message, hint),
         }
     }
 
     fn project(&mut self) {
         if let Some(default) = &self.config.project.default_environment {
-            let known: Vec<&str> = self.config.environments.keys().map(String::as_str).collect();
-            if !self.config.environments.contains_key(default) && !(known.is_empty() && default == "local") {
-                self.unknown_reference(&KeyPath::parse("project.default_environment"), "environment", default, &known);
+            let known: Vec<&str> = self
+                .config
+                .environments
+                .keys()
+                .map(String::as_str)
+                .collect();
+            if !self.config.environments.contains_key(default)
+                && !(known.is_empty() && default == "local")
+            {
+                self.unknown_reference(
+                    &KeyPath::parse("project.default_environment"),
+                    "environment",
+                    default,
+                    &known,
+                );
             }
         }
         if let Some(listen) = &self.config.control.listen {
@@ -166,7 +218,10 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
 
     fn env_names(&mut self, base: &KeyPath, keys: &[String]) {
         for key in keys {
-            let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 let path = base.key(key);
@@ -188,7 +243,11 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             if let crate::model::SecretDecl::Full(spec) = decl {
                 for (i, svc) in spec.services.iter().flatten().enumerate() {
                     if !self.config.services.contains_key(svc) {
-                        let path = KeyPath::root().key("secrets").key(name).key("services").index(i);
+                        let path = KeyPath::root()
+                            .key("secrets")
+                            .key(name)
+                            .key("services")
+                            .index(i);
                         self.unknown_reference(&path, "service", svc, &services);
                     }
                 }
@@ -198,7 +257,9 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 self.error(
                     &[path.clone()],
                     &path,
-                    format!("`{name}` is declared as a secret and also given a plain value in `[env]`"),
+                    format!(
+                        "`{name}` is declared as a secret and also given a plain value in `[env]`"
+                    ),
                     Some("remove it from `[env]`; set its value with the secrets store".into()),
                 );
             }
@@ -206,16 +267,31 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     }
 
     fn environments(&mut self) {
-        let envs: Vec<&str> = self.config.environments.keys().map(String::as_str).collect();
+        let envs: Vec<&str> = self
+            .config
+            .environments
+            .keys()
+            .map(String::as_str)
+            .collect();
         let services: Vec<&str> = self.config.services.keys().map(String::as_str).collect();
         for (name, env) in &self.config.environments {
             let base = KeyPath::root().key("environments").key(name);
             for (i, req) in env.requires.iter().enumerate() {
                 if req == name {
                     let path = base.key("requires").index(i);
-                    self.error(&[path.clone()], &path, format!("environment `{name}` requires itself"), Some("remove it from `requires`".into()));
+                    self.error(
+                        &[path.clone()],
+                        &path,
+                        format!("environment `{name}` requires itself"),
+                        Some("remove it from `requires`".into()),
+                    );
                 } else if !self.config.environments.contains_key(req) {
-                    self.unknown_reference(&base.key("requires").index(i), "environment", req, &envs);
+                    self.unknown_reference(
+                        &base.key("requires").index(i),
+                        "environment",
+                        req,
+                        &envs,
+                    );
                 }
             }
             for svc in env.services.keys() {
@@ -238,9 +314,18 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         for start in self.config.environments.keys() {
             let mut stack = vec![(start.clone(), vec![start.clone()])];
             while let Some((at, trail)) = stack.pop() {
-                for next in self.config.environments.get(&at).map(|e| e.requires.clone()).unwrap_or_default() {
+                for next in self
+                    .config
+                    .environments
+                    .get(&at)
+                    .map(|e| e.requires.clone())
+                    .unwrap_or_default()
+                {
                     if next == *start && trail.len() > 1 {
-                        let path = KeyPath::root().key("environments").key(start).key("requires");
+                        let path = KeyPath::root()
+                            .key("environments")
+                            .key(start)
+                            .key("requires");
                         let mut members = trail.clone();
                         members.sort();
                         if !loops_seen.insert(members) {
@@ -249,7 +334,18 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                         }
                         let mut cycle = trail.clone();
                         cycle.push(next.clone());
-                        self.error(&[path.clone()], &path, format!("environments require each other in a loop: {}", cycle.join(" → ")), Some("remove one of the `requires` entries: promotion goes one way".into()));
+                        self.error(
+                            &[path.clone()],
+                            &path,
+                            format!(
+                                "environments require each other in a loop: {}",
+                                cycle.join(" → ")
+                            ),
+                            Some(
+                                "remove one of the `requires` entries: promotion goes one way"
+                                    .into(),
+                            ),
+                        );
                         stack.clear();
                         break;
                     }
@@ -269,9 +365,14 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         let mut ports: HashMap<u16, String> = HashMap::new();
         for (name, s) in services {
             let base = KeyPath::root().key("services").key(name);
-            let over = KeyPath::root().key("environments").key(env).key("services").key(name);
+            let over = KeyPath::root()
+                .key("environments")
+                .key(env)
+                .key("services")
+                .key(name);
             // The place a field is written: the environment's override, else the service.
-            let at = |field: &str| vec![over.key(field), base.key(field), over.clone(), base.clone()];
+            let at =
+                |field: &str| vec![over.key(field), base.key(field), over.clone(), base.clone()];
             let kind = s.kind.unwrap_or_default();
             let keys: Vec<String> = s.env.keys().cloned().collect();
             self.env_names(&base.key("env"), &keys);
@@ -318,26 +419,44 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 ),
                 (ServiceKind::Cron, Some(schedule)) => {
                     if let Err(e) = crate::units::check_cron(schedule) {
-                        self.error(&at("schedule"), &base.key("schedule"), e.message, Some(e.hint.into()));
+                        self.error(
+                            &at("schedule"),
+                            &base.key("schedule"),
+                            e.message,
+                            Some(e.hint.into()),
+                        );
                     }
                 }
                 (_, Some(_)) => self.error(
                     &at("schedule"),
                     &base.key("schedule"),
-                    format!("`schedule` only applies to cron services, and `{name}` is a {} service", kind.as_str()),
+                    format!(
+                        "`schedule` only applies to cron services, and `{name}` is a {} service",
+                        kind.as_str()
+                    ),
                     Some("set `kind = \"cron\"`, or remove `schedule`".into()),
                 ),
                 _ => {}
             }
             if let Some(tz) = &s.timezone {
                 if let Err(e) = crate::units::check_timezone(tz) {
-                    self.error(&at("timezone"), &base.key("timezone"), e.message, Some(e.hint.into()));
+                    self.error(
+                        &at("timezone"),
+                        &base.key("timezone"),
+                        e.message,
+                        Some(e.hint.into()),
+                    );
                 }
             }
             for (i, dep) in s.after.iter().flatten().enumerate() {
                 if dep == name {
                     let path = base.key("after").index(i);
-                    self.error(&[path.clone()], &path, format!("service `{name}` is after itself"), Some("remove it from `after`".into()));
+                    self.error(
+                        &[path.clone()],
+                        &path,
+                        format!("service `{name}` is after itself"),
+                        Some("remove it from `after`".into()),
+                    );
                 } else if !services.contains_key(dep) {
                     self.unknown_reference(&base.key("after").index(i), "service", dep, &names);
                 }
@@ -345,7 +464,12 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             let declared: Vec<&str> = self.config.secrets.keys().map(String::as_str).collect();
             for (i, secret) in s.secrets.iter().flatten().enumerate() {
                 if !self.config.secrets.contains_key(secret) {
-                    self.unknown_reference(&base.key("secrets").index(i), "secret", secret, &declared);
+                    self.unknown_reference(
+                        &base.key("secrets").index(i),
+                        "secret",
+                        secret,
+                        &declared,
+                    );
                 }
             }
             for (field, spec) in [("health", &s.health), ("liveness", &s.liveness)] {
@@ -365,16 +489,36 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         // `after` must not loop.
         if let Some(cycle) = find_cycle(services) {
             let path = KeyPath::root().key("services").key(&cycle[0]).key("after");
-            self.error(&[path.clone()], &path, format!("services start after each other in a loop: {}", cycle.join(" → ")), Some("remove one of the `after` entries".into()));
+            self.error(
+                &[path.clone()],
+                &path,
+                format!(
+                    "services start after each other in a loop: {}",
+                    cycle.join(" → ")
+                ),
+                Some("remove one of the `after` entries".into()),
+            );
         }
     }
 
-    fn health(&mut self, name: &str, kind: ServiceKind, field: &str, spec: &HealthSpec, at: &[KeyPath]) {
+    fn health(
+        &mut self,
+        name: &str,
+        kind: ServiceKind,
+        field: &str,
+        spec: &HealthSpec,
+        at: &[KeyPath],
+    ) {
         let path = KeyPath::root().key("services").key(name).key(field);
         let (check_kind, check) = match spec {
             HealthSpec::Path(p) => {
                 if !p.starts_with('/') {
-                    self.error(at, &path, format!("health check path `{p}` of `{name}` must start with `/`"), Some(format!("write \"/{p}\"")));
+                    self.error(
+                        at,
+                        &path,
+                        format!("health check path `{p}` of `{name}` must start with `/`"),
+                        Some(format!("write \"/{p}\"")),
+                    );
                 }
                 (HealthKind::Http, None)
             }
@@ -391,28 +535,53 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         }
         let Some(check) = check else { return };
         let missing = match check_kind {
-            HealthKind::Command if check.command.is_none() => Some(("command", "command = \"pg_isready\"")),
-            HealthKind::Heartbeat if check.file.is_none() => Some(("file", "file = \"/tmp/heartbeat\"")),
+            HealthKind::Command if check.command.is_none() => {
+                Some(("command", "command = \"pg_isready\""))
+            }
+            HealthKind::Heartbeat if check.file.is_none() => {
+                Some(("file", "file = \"/tmp/heartbeat\""))
+            }
             _ => None,
         };
         if let Some((key, example)) = missing {
-            self.error(at, &path, format!("this {key} check of `{name}` has no `{key}`"), Some(format!("add `{example}`")));
+            self.error(
+                at,
+                &path,
+                format!("this {key} check of `{name}` has no `{key}`"),
+                Some(format!("add `{example}`")),
+            );
         }
         if let Some(p) = &check.path {
             if !p.starts_with('/') {
-                self.error(at, &path.key("path"), format!("health check path `{p}` of `{name}` must start with `/`"), Some(format!("write \"/{p}\"")));
+                self.error(
+                    at,
+                    &path.key("path"),
+                    format!("health check path `{p}` of `{name}` must start with `/`"),
+                    Some(format!("write \"/{p}\"")),
+                );
             }
         }
     }
 
-    fn strategy(&mut self, name: &str, kind: ServiceKind, spec: Option<&StrategySpec>, at: &[KeyPath]) {
+    fn strategy(
+        &mut self,
+        name: &str,
+        kind: ServiceKind,
+        spec: Option<&StrategySpec>,
+        at: &[KeyPath],
+    ) {
         let path = KeyPath::root().key("services").key(name).key("strategy");
         let (strategy_kind, full) = match spec {
             None => return,
             Some(StrategySpec::Kind(k)) => (Some(*k), None),
             Some(StrategySpec::Full(f)) => (f.kind, Some(f)),
         };
-        if kind != ServiceKind::Web && matches!(strategy_kind, Some(StrategyKind::Canary | StrategyKind::BlueGreen)) {
+        if kind != ServiceKind::Web
+            && matches!(
+                strategy_kind,
+                Some(StrategyKind::Canary | StrategyKind::BlueGreen)
+            )
+        {
             self.error(
                 at,
                 &path,
@@ -420,7 +589,9 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 Some("use \"rolling\" or \"recreate\"; workers move with the release of the web services".into()),
             );
         }
-        let Some(steps) = full.and_then(|f| f.steps.as_ref()) else { return };
+        let Some(steps) = full.and_then(|f| f.steps.as_ref()) else {
+            return;
+        };
         let mut last = 0.0;
         for (i, step) in steps.iter().enumerate() {
             let weight = match step {
@@ -437,7 +608,15 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             if let CanaryStep::Step(s) = step {
                 if s.weight.is_none() && s.pause.is_none() {
                     let p = path.key("steps").index(i);
-                    self.error(&[p.clone()], &p, format!("canary step {} of `{name}` has neither `weight` nor `pause`", i + 1), Some("write `{ weight = \"25%\" }` or `{ pause = true }`".into()));
+                    self.error(
+                        &[p.clone()],
+                        &p,
+                        format!(
+                            "canary step {} of `{name}` has neither `weight` nor `pause`",
+                            i + 1
+                        ),
+                        Some("write `{ weight = \"25%\" }` or `{ pause = true }`".into()),
+                    );
                 }
             }
         }
@@ -450,9 +629,15 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         for (i, alert) in self.config.alerts.iter().enumerate() {
             let base = KeyPath::root().key("alerts").index(i);
             if !names.insert(alert.name.clone()) {
-                self.error(&[base.key("name")], &base.key("name"), format!("two alerts are named `{}`", alert.name), Some("give each alert its own name".into()));
+                self.error(
+                    &[base.key("name")],
+                    &base.key("name"),
+                    format!("two alerts are named `{}`", alert.name),
+                    Some("give each alert its own name".into()),
+                );
             }
-            let structured = alert.metric.is_some() || alert.op.is_some() || alert.threshold.is_some();
+            let structured =
+                alert.metric.is_some() || alert.op.is_some() || alert.threshold.is_some();
             match (&alert.expr, structured) {
                 (None, false) => self.error(&[base.clone()], &base, format!("alert `{}` has no condition", alert.name), Some("add `expr = \"…\"`, or `metric`, `op` and `threshold`".into())),
                 (Some(_), true) => self.error(&[base.key("expr")], &base, format!("alert `{}` has both `expr` and `metric`/`op`/`threshold`", alert.name), Some("keep one form".into())),
@@ -471,7 +656,12 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             }
             for (j, ch) in alert.channels.iter().enumerate() {
                 if !self.config.channels.contains_key(ch) {
-                    self.unknown_reference(&base.key("channels").index(j), "channel", ch, &channels);
+                    self.unknown_reference(
+                        &base.key("channels").index(j),
+                        "channel",
+                        ch,
+                        &channels,
+                    );
                 }
             }
         }
@@ -484,34 +674,66 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         for (i, slo) in self.config.slos.iter().enumerate() {
             let base = KeyPath::root().key("slos").index(i);
             if !names.insert(slo.name.clone()) {
-                self.error(&[base.key("name")], &base.key("name"), format!("two SLOs are named `{}`", slo.name), Some("give each SLO its own name".into()));
+                self.error(
+                    &[base.key("name")],
+                    &base.key("name"),
+                    format!("two SLOs are named `{}`", slo.name),
+                    Some("give each SLO its own name".into()),
+                );
             }
             if !self.config.services.contains_key(&slo.service) {
                 self.unknown_reference(&base.key("service"), "service", &slo.service, &services);
             }
             if slo.objective.percent() >= 100.0 || slo.objective.percent() <= 0.0 {
-                self.error(&[base.key("objective")], &base.key("objective"), format!("SLO `{}` has objective {}, which leaves no error budget", slo.name, slo.objective), Some("use a value such as \"99.9%\"".into()));
+                self.error(
+                    &[base.key("objective")],
+                    &base.key("objective"),
+                    format!(
+                        "SLO `{}` has objective {}, which leaves no error budget",
+                        slo.name, slo.objective
+                    ),
+                    Some("use a value such as \"99.9%\"".into()),
+                );
             }
             if slo.indicator == Some(Indicator::Latency) && slo.latency.is_none() {
-                self.error(&[base.clone()], &base, format!("latency SLO `{}` has no `latency` threshold", slo.name), Some("add `latency = \"300ms\"`".into()));
+                self.error(
+                    &[base.clone()],
+                    &base,
+                    format!("latency SLO `{}` has no `latency` threshold", slo.name),
+                    Some("add `latency = \"300ms\"`".into()),
+                );
             }
             for (j, ch) in slo.channels.iter().enumerate() {
                 if !self.config.channels.contains_key(ch) {
-                    self.unknown_reference(&base.key("channels").index(j), "channel", ch, &channels);
+                    self.unknown_reference(
+                        &base.key("channels").index(j),
+                        "channel",
+                        ch,
+                        &channels,
+                    );
                 }
             }
         }
     }
 
     fn pipeline(&mut self) {
-        let Some(pipeline) = &self.config.pipeline else { return };
-        let stages: Vec<String> = pipeline
-            .stages
-            .clone()
-            .unwrap_or_else(|| crate::DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
+        let Some(pipeline) = &self.config.pipeline else {
+            return;
+        };
+        let stages: Vec<String> = pipeline.stages.clone().unwrap_or_else(|| {
+            crate::DEFAULT_STAGES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
         let stage_refs: Vec<&str> = stages.iter().map(String::as_str).collect();
         let jobs: Vec<&str> = pipeline.jobs.keys().map(String::as_str).collect();
-        let envs: Vec<&str> = self.config.environments.keys().map(String::as_str).collect();
+        let envs: Vec<&str> = self
+            .config
+            .environments
+            .keys()
+            .map(String::as_str)
+            .collect();
         for (name, job) in &pipeline.jobs {
             let base = KeyPath::root().key("pipeline").key("jobs").key(name);
             if !stages.contains(&job.stage) {
@@ -524,17 +746,40 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             }
             if let Some(env) = job.when.as_ref().and_then(|w| w.environment.as_ref()) {
                 if !self.config.environments.contains_key(env) {
-                    self.unknown_reference(&base.key("when").key("environment"), "environment", env, &envs);
+                    self.unknown_reference(
+                        &base.key("when").key("environment"),
+                        "environment",
+                        env,
+                        &envs,
+                    );
                 }
             }
             if job.steps.is_empty() {
-                self.error(&[base.clone()], &base, format!("job `{name}` has no steps"), Some("add `steps = [{ run = \"…\" }]`".into()));
+                self.error(
+                    &[base.clone()],
+                    &base,
+                    format!("job `{name}` has no steps"),
+                    Some("add `steps = [{ run = \"…\" }]`".into()),
+                );
             }
             for (i, step) in job.steps.iter().enumerate() {
                 let p = base.key("steps").index(i);
                 match (&step.run, &step.uses) {
-                    (None, None) => self.error(&[p.clone()], &p, format!("step {} of job `{name}` has neither `run` nor `uses`", i + 1), Some("add `run = \"…\"` or `uses = \"deploy\"`".into())),
-                    (Some(_), Some(_)) => self.error(&[p.clone()], &p, format!("step {} of job `{name}` has both `run` and `uses`", i + 1), Some("split it into two steps".into())),
+                    (None, None) => self.error(
+                        &[p.clone()],
+                        &p,
+                        format!(
+                            "step {} of job `{name}` has neither `run` nor `uses`",
+                            i + 1
+                        ),
+                        Some("add `run = \"…\"` or `uses = \"deploy\"`".into()),
+                    ),
+                    (Some(_), Some(_)) => self.error(
+                        &[p.clone()],
+                        &p,
+                        format!("step {} of job `{name}` has both `run` and `uses`", i + 1),
+                        Some("split it into two steps".into()),
+                    ),
                     _ => {}
                 }
             }
@@ -560,16 +805,33 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     fn channels(&mut self) {
         for (name, channel) in &self.config.channels {
             let base = KeyPath::root().key("channels").key(name);
-            let needs_url = matches!(channel.kind, ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Pagerduty);
+            let needs_url = matches!(
+                channel.kind,
+                ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Pagerduty
+            );
             if needs_url && channel.url.is_none() && channel.secret.is_none() {
-                self.error(&[base.clone()], &base, format!("channel `{name}` has neither `url` nor `secret`"), Some("add `secret = \"SLACK_WEBHOOK_URL\"` to keep the URL out of the file".into()));
+                self.error(
+                    &[base.clone()],
+                    &base,
+                    format!("channel `{name}` has neither `url` nor `secret`"),
+                    Some(
+                        "add `secret = \"SLACK_WEBHOOK_URL\"` to keep the URL out of the file"
+                            .into(),
+                    ),
+                );
             }
             if channel.kind == ChannelKind::Email && channel.to.is_empty() {
-                self.error(&[base.clone()], &base, format!("email channel `{name}` has no recipients"), Some("add `to = [\"oncall@example.com\"]`".into()));
+                self.error(
+                    &[base.clone()],
+                    &base,
+                    format!("email channel `{name}` has no recipients"),
+                    Some("add `to = [\"oncall@example.com\"]`".into()),
+                );
             }
             if let Some(secret) = &channel.secret {
                 if !self.config.secrets.contains_key(secret) {
-                    let declared: Vec<&str> = self.config.secrets.keys().map(String::as_str).collect();
+                    let declared: Vec<&str> =
+                        self.config.secrets.keys().map(String::as_str).collect();
                     self.unknown_reference(&base.key("secret"), "secret", secret, &declared);
                 }
             }
@@ -597,7 +859,11 @@ fn find_cycle(services: &IndexMap<String, Service>) -> Option<Vec<String>> {
         }
         state.insert(name.to_string(), 1);
         trail.push(name.to_string());
-        for dep in services.get(name).and_then(|s| s.after.clone()).unwrap_or_default() {
+        for dep in services
+            .get(name)
+            .and_then(|s| s.after.clone())
+            .unwrap_or_default()
+        {
             if dep != name && services.contains_key(&dep) {
                 if let Some(c) = visit(&dep, services, state, trail) {
                     return Some(c);

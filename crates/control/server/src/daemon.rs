@@ -1,0 +1,234 @@
+//! Start-up and shutdown of the control plane.
+//!
+//! Start-up order matters for crash safety and for clients: the state-directory lock first (one
+//! daemon per project), then the store (migrated), the token (created once, mode 0600), the
+//! listener, and only then `daemon.json`, so a client that finds the file finds a daemon that
+//! answers. A daemon killed with `kill -9` leaves `daemon.json` behind; the next start replaces
+//! it, and clients that find it stale say so.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+use slipway_api::ControlInfo;
+use slipway_api::state_dir::{DaemonInfo, StateDir, StateDirError};
+use slipway_spec::Report;
+use slipway_store::{EventLevel, NewEvent, SqliteStore, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::environments::{self, ApplyError};
+use crate::http::{self, AppState};
+
+/// The API address used when neither the file nor the command line sets one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// How to run the daemon.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// The project file.
+    pub file: PathBuf,
+    /// The state directory.
+    pub state_dir: StateDir,
+    /// API address, overriding `[control] listen`.
+    pub listen: Option<SocketAddr>,
+    /// Environment to bring up (default: the project's default).
+    pub environment: Option<String>,
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon holds this state directory.
+    #[error("a control plane is already running for {}", state_dir.display())]
+    AlreadyRunning {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// What it announced, if readable.
+        info: Option<DaemonInfo>,
+    },
+    /// The project file has errors.
+    #[error("the project file is invalid")]
+    Invalid(Report),
+    /// The project could not be applied.
+    #[error("cannot apply the project")]
+    Apply(#[source] ApplyError),
+    /// A state-directory file failed.
+    #[error("state directory error")]
+    StateDir(#[source] StateDirError),
+    /// The store failed.
+    #[error("state store error")]
+    Store(#[source] StoreError),
+    /// The API address is not usable.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `[control] listen` is not an address.
+    #[error("`{0}` is not an address and port")]
+    BadListen(String),
+    /// Randomness for the token was unavailable.
+    #[error("cannot generate the admin token")]
+    Random(#[source] getrandom::Error),
+}
+
+/// A fresh admin token: `slw_` and 64 hex digits (256 random bits).
+fn new_token() -> Result<String, DaemonError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(DaemonError::Random)?;
+    Ok(format!("slw_{}", hex::encode(bytes)))
+}
+
+/// Runs the daemon until SIGTERM, SIGINT or `POST /v1/shutdown`.
+pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
+    let project = match environments::load_project(&options.file) {
+        Ok(p) => p,
+        Err(ApplyError::Invalid(report)) => return Err(DaemonError::Invalid(report)),
+        Err(e) => return Err(DaemonError::Apply(e)),
+    };
+    let state_dir = options.state_dir.clone();
+    state_dir.create().map_err(DaemonError::StateDir)?;
+    // Held until the process exits, however it exits.
+    let lock_path = state_dir.lock_file();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| {
+            DaemonError::StateDir(StateDirError::Io {
+                path: lock_path.clone(),
+                source,
+            })
+        })?;
+    if lock.try_lock().is_err() {
+        return Err(DaemonError::AlreadyRunning {
+            state_dir: state_dir.root().to_path_buf(),
+            info: state_dir.daemon_info().ok().flatten(),
+        });
+    }
+
+    let store = SqliteStore::open(&state_dir.database())
+        .await
+        .map_err(DaemonError::Store)?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let token = state_dir
+        .ensure_token(&new_token()?)
+        .map_err(DaemonError::StateDir)?;
+
+    let listen = match options.listen {
+        Some(addr) => addr,
+        None => {
+            let text = project
+                .config
+                .control
+                .listen
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+            text.parse().map_err(|_| DaemonError::BadListen(text))?
+        }
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+
+    let started_at = jiff::Timestamp::now();
+    let pid = std::process::id();
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(AppState::new(
+        store.clone(),
+        options.file.clone(),
+        &token,
+        shutdown.clone(),
+        ControlInfo {
+            pid,
+            version: crate::VERSION.to_string(),
+            started_at,
+            listen: bound.to_string(),
+            store: store.backend().to_string(),
+        },
+    ));
+
+    store
+        .append_event(
+            NewEvent::info(
+                "daemon.started",
+                format!("control plane started on {bound} (pid {pid})"),
+            )
+            .data(json!({ "pid": pid, "listen": bound.to_string(), "version": crate::VERSION })),
+        )
+        .await
+        .map_err(DaemonError::Store)?;
+    let applied = environments::apply(store.as_ref(), &project, options.environment.as_deref())
+        .await
+        .map_err(DaemonError::Apply)?;
+    tracing::info!(environment = %applied.environment, generation = applied.generation, "configuration applied");
+
+    state_dir
+        .write_daemon_info(&DaemonInfo {
+            pid,
+            listen: bound.to_string(),
+            started_at,
+            version: crate::VERSION.to_string(),
+            file: std::path::absolute(&options.file).unwrap_or(options.file.clone()),
+        })
+        .map_err(DaemonError::StateDir)?;
+    tracing::info!(%bound, state_dir = %state_dir.root().display(), "control plane listening");
+
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received; stopping"),
+            _ = signals.cancelled() => {}
+        }
+        signals.cancel();
+    });
+
+    let router = http::router(app);
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+
+    let stopped = store
+        .append_event(NewEvent::info(
+            "daemon.stopped",
+            format!("control plane stopped (pid {pid})"),
+        ))
+        .await;
+    if let Err(e) = &stopped {
+        tracing::warn!(error = %e, "cannot record the stop");
+    }
+    if let Err(e) = served {
+        let _ = store
+            .append_event(
+                NewEvent::info("daemon.failed", format!("API server failed: {e}"))
+                    .level(EventLevel::Error),
+            )
+            .await;
+    }
+    state_dir.remove_daemon_info();
+    drop(lock);
+    Ok(())
+}

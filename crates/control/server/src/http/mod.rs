@@ -1,0 +1,134 @@
+//! The HTTP API: the router, the shared state handlers see, and the OpenAPI document.
+//!
+//! Layers, outermost first: request id, audit (every non-read call, after it ran), then, for
+//! everything but `/healthz`, bearer-token authentication. Handlers live in [`handlers`] and
+//! [`events`]; errors become responses only in [`error`].
+
+mod error;
+mod events;
+mod handlers;
+mod middleware;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use sha2::{Digest, Sha256};
+use slipway_api::ControlInfo;
+use slipway_spec::Project;
+use slipway_store::Store;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What every handler can reach.
+pub(crate) struct AppState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) file: PathBuf,
+    token_digest: [u8; 32],
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) control: ControlInfo,
+    /// The project as last loaded successfully (start-up or the latest apply).
+    pub(crate) project: RwLock<Option<Project>>,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        file: PathBuf,
+        token: &str,
+        shutdown: CancellationToken,
+        control: ControlInfo,
+    ) -> Self {
+        AppState {
+            store,
+            file,
+            token_digest: digest(token),
+            shutdown,
+            control,
+            project: RwLock::new(None),
+        }
+    }
+
+    /// Whether `token` is the admin token. Comparing digests keeps the comparison's timing
+    /// independent of how much of the secret a guess shares.
+    pub(crate) fn token_matches(&self, token: &str) -> bool {
+        digest(token) == self.token_digest
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Slipway control plane",
+        description = "The API `slipway` talks to. Every route but `/healthz` needs `Authorization: Bearer <token>`; the token is in the state directory's `admin.token`. Every call that is not a read is written to the audit log.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "control", description = "The daemon itself"),
+        (name = "environments", description = "Applied configuration and status"),
+        (name = "events", description = "The event log"),
+        (name = "audit", description = "The audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::status))
+        .routes(routes!(handlers::apply))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(handlers::annotate))
+        .routes(routes!(handlers::list_audit))
+        .routes(routes!(handlers::shutdown))
+}
+
+/// The OpenAPI document of the API (also served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::healthz))
+        .merge(api_router())
+        .split_for_parts();
+    api.info.version = crate::VERSION.to_string();
+    api
+}
+
+/// The whole API.
+pub(crate) fn router(app: Arc<AppState>) -> Router {
+    let (protected, _) = api_router().split_for_parts();
+    let protected = protected
+        .route(
+            "/openapi.json",
+            axum::routing::get(handlers::openapi_document),
+        )
+        .fallback(handlers::not_found)
+        .layer(from_fn_with_state(app.clone(), middleware::authenticate));
+    let (public, _) = OpenApiRouter::new()
+        .routes(routes!(handlers::healthz))
+        .split_for_parts();
+    public
+        .merge(protected)
+        .layer(from_fn_with_state(app.clone(), middleware::audit))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(app)
+}

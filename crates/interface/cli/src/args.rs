@@ -1,0 +1,133 @@
+//! The command line, as clap sees it. Names and flags here are the product's command-line
+//! contract (see the product brief): add freely, never rename.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Slipway: build, deploy, watch and roll back your services from one binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:\n  slipway init                 write a starter slipway.toml\n  slipway validate             check slipway.toml\n  slipway up --detach          start the control plane in the background\n  slipway status               services, instances and traffic\n  slipway events -f            follow the event log\n  slipway down                 stop the control plane"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The project file (before the command: `slipway -f app.toml status`).
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "SLIPWAY_FILE",
+        default_value = "slipway.toml"
+    )]
+    pub file: PathBuf,
+    /// State directory (default: `.slipway/` beside the project file).
+    #[arg(long, global = true, env = "SLIPWAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Environment (default: the project's `default_environment`).
+    #[arg(long = "env", global = true, env = "SLIPWAY_ENV")]
+    pub env: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter slipway.toml, guessing commands from the folder.
+    #[command(
+        after_help = "Examples:\n  slipway init\n  slipway -f deploy/slipway.toml init --force"
+    )]
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check slipway.toml and report every problem with file:line:column and a hint.
+    #[command(
+        after_help = "Examples:\n  slipway validate\n  slipway validate --json | jq '.diagnostics[]'"
+    )]
+    Validate,
+    /// Print the JSON Schema of slipway.toml (for editor completion).
+    #[command(
+        after_help = "Examples:\n  slipway schema > slipway.schema.json\n  # then add `#:schema ./slipway.schema.json` at the top of slipway.toml"
+    )]
+    Schema,
+    /// Show what `up` would change against the configuration last applied.
+    #[command(
+        after_help = "Examples:\n  slipway plan\n  slipway --env production plan --detailed-exitcode"
+    )]
+    Plan {
+        /// Exit 2 when there are changes (0 when none).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Start the control plane and apply slipway.toml (when already running: apply it).
+    #[command(
+        after_help = "Examples:\n  slipway up                   in the foreground; Ctrl-C stops it\n  slipway up --detach          in the background; logs in .slipway/daemon.log\n  slipway up --listen 127.0.0.1:0"
+    )]
+    Up(UpArgs),
+    /// Stop the control plane.
+    #[command(after_help = "Examples:\n  slipway down")]
+    Down,
+    /// Services, instances and traffic of an environment.
+    #[command(after_help = "Examples:\n  slipway status\n  slipway --env production status --json")]
+    Status,
+    /// The event log.
+    #[command(
+        after_help = "Examples:\n  slipway events\n  slipway events -f\n  slipway events --json --limit 500"
+    )]
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the newest events to show first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// The audit log: who changed what, and how it ended.
+    #[command(after_help = "Examples:\n  slipway audit\n  slipway audit --json --limit 1000")]
+    Audit {
+        /// How many of the newest records.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Add a note to the event log (a marker for incidents and dashboards).
+    #[command(after_help = "Examples:\n  slipway annotate \"moved DNS to the new load balancer\"")]
+    Annotate {
+        /// The note.
+        message: String,
+    },
+    /// Print shell completions.
+    #[command(
+        after_help = "Examples:\n  slipway completions bash > /etc/bash_completion.d/slipway\n  slipway completions zsh > \"${fpath[1]}/_slipway\""
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `slipway up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Run in the background (pid in .slipway/daemon.json, log in .slipway/daemon.log).
+    #[arg(long)]
+    pub detach: bool,
+    /// API address (default: `[control] listen`, else 127.0.0.1:7070); port 0 picks one.
+    #[arg(long, env = "SLIPWAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}

@@ -1,0 +1,259 @@
+//! Starting and stopping the control plane: `up` (foreground or `--detach`) and `down`.
+
+use std::io::IsTerminal as _;
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use slipway_api::ApplyResult;
+use slipway_server::{DaemonError, DaemonOptions};
+
+use super::project::load;
+use crate::Context;
+use crate::args::UpArgs;
+use crate::client::Client;
+use crate::error::CliError;
+use crate::output;
+
+/// Longest a detached daemon may take to answer.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Longest `down` waits for the daemon to exit.
+const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
+    // Check the file here, where errors print with their source lines.
+    let project = load(ctx)?;
+    eprint!("{}", project.warnings.render());
+    let environment = ctx
+        .env
+        .clone()
+        .unwrap_or_else(|| project.default_environment());
+    project.resolve(&environment).map_err(|e| {
+        CliError::new(e.to_string()).hint("pass one of the environments in slipway.toml with --env")
+    })?;
+
+    if let Some(info) = Client::running(&ctx.state).await {
+        let client = Client::connect(&ctx.state).await?;
+        let result: ApplyResult = client
+            .post(&format!("/v1/environments/{environment}/apply"), &json!({}))
+            .await?;
+        if ctx.json {
+            output::json(
+                &json!({ "status": "running", "pid": info.pid, "listen": info.listen, "apply": result }),
+            );
+        } else {
+            let what = if result.changed {
+                "applied"
+            } else {
+                "already applied"
+            };
+            println!(
+                "control plane already running (pid {}, {}); {} {} generation {}",
+                info.pid, info.listen, environment, what, result.generation
+            );
+        }
+        return Ok(0);
+    }
+
+    if args.detach {
+        return detach(ctx, &args, &environment).await;
+    }
+
+    init_logging();
+    let options = DaemonOptions {
+        file: ctx.file.clone(),
+        state_dir: ctx.state.clone(),
+        listen: args.listen,
+        environment: Some(environment),
+    };
+    slipway_server::run(options).await.map_err(daemon_error)?;
+    Ok(0)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn daemon_error(e: DaemonError) -> CliError {
+    match e {
+        DaemonError::AlreadyRunning { state_dir, info } => {
+            let who = info.map_or_else(String::new, |i| format!(" (pid {}, {})", i.pid, i.listen));
+            CliError::new(format!(
+                "a control plane is already running for {}{who}",
+                state_dir.display()
+            ))
+            .hint("use it (`slipway status`), or stop it first with `slipway down`")
+        }
+        DaemonError::Invalid(report) => {
+            CliError::new("the project file is invalid").detail(report.render())
+        }
+        DaemonError::Listen { addr, source } => CliError::from_error(
+            &format!("cannot listen on {addr}"),
+            &source,
+        )
+        .hint(
+            "another program uses that port: set `[control] listen` or pass `--listen 127.0.0.1:0`",
+        ),
+        other => CliError::from_error("the control plane failed", &other),
+    }
+}
+
+async fn detach(ctx: &Context, args: &UpArgs, environment: &str) -> Result<u8, CliError> {
+    ctx.state
+        .create()
+        .map_err(|e| CliError::from_error("cannot create the state directory", &e))?;
+    let log_path = ctx.state.log_file();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::from_error(&format!("cannot open {}", log_path.display()), &e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| CliError::from_error("cannot open the log", &e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::from_error("cannot find the slipway binary", &e))?;
+    let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("-f")
+        .arg(&ctx.file)
+        .arg("--state-dir")
+        .arg(ctx.state.root())
+        .arg("--env")
+        .arg(environment)
+        .arg("up");
+    if let Some(listen) = args.listen {
+        command.arg("--listen").arg(listen.to_string());
+    }
+    // Its own process group: a Ctrl-C in this terminal does not reach it.
+    command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| CliError::from_error("cannot start the control plane", &e))?;
+    let pid = child.id();
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("starting the control plane");
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let started = Instant::now();
+    let info = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            spinner.finish_and_clear();
+            let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: String = log_text
+                .get(log_start as usize..)
+                .unwrap_or_default()
+                .to_string();
+            return Err(
+                CliError::new(format!("the control plane exited at start ({status})"))
+                    .detail(tail)
+                    .hint(format!("its log is {}", log_path.display())),
+            );
+        }
+        if let Some(info) = Client::running(&ctx.state).await.filter(|i| i.pid == pid) {
+            break info;
+        }
+        if started.elapsed() > START_DEADLINE {
+            spinner.finish_and_clear();
+            return Err(CliError::new(format!(
+                "the control plane (pid {pid}) did not answer within {}s",
+                START_DEADLINE.as_secs()
+            ))
+            .hint(format!("see {}", log_path.display())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    spinner.finish_and_clear();
+    if ctx.json {
+        output::json(
+            &json!({ "status": "started", "pid": info.pid, "listen": info.listen, "environment": environment, "log": log_path }),
+        );
+    } else {
+        println!(
+            "control plane started (pid {}) on http://{} for {environment}; log: {}",
+            info.pid,
+            info.listen,
+            log_path.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Whether a process is alive (and not a zombie waiting to be reaped).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z" | "X"))
+        }
+        Err(_) => false,
+    }
+}
+
+pub(crate) async fn down(ctx: &Context) -> Result<u8, CliError> {
+    let info = ctx
+        .state
+        .daemon_info()
+        .map_err(|e| CliError::from_error("cannot read the daemon file", &e))?;
+    let Some(info) = info else {
+        report_down(ctx, "not running", None);
+        return Ok(0);
+    };
+    match Client::connect(&ctx.state).await {
+        Ok(client) => client.post_empty("/v1/shutdown").await?,
+        Err(e) => {
+            if alive(info.pid) {
+                return Err(e);
+            }
+            ctx.state.remove_daemon_info();
+            report_down(
+                ctx,
+                "not running (it had stopped without cleaning up)",
+                Some(info.pid),
+            );
+            return Ok(0);
+        }
+    }
+    let started = Instant::now();
+    while alive(info.pid) {
+        if started.elapsed() > STOP_DEADLINE {
+            return Err(CliError::new(format!(
+                "the control plane (pid {}) did not stop within {}s",
+                info.pid,
+                STOP_DEADLINE.as_secs()
+            ))
+            .hint(format!(
+                "see {}; `kill {}` stops it",
+                ctx.state.log_file().display(),
+                info.pid
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report_down(ctx, "stopped", Some(info.pid));
+    Ok(0)
+}
+
+fn report_down(ctx: &Context, status: &str, pid: Option<u32>) {
+    if ctx.json {
+        output::json(&json!({ "status": status, "pid": pid }));
+    } else {
+        match pid {
+            Some(pid) => println!("control plane {status} (pid {pid})"),
+            None => println!("control plane {status}"),
+        }
+    }
+}

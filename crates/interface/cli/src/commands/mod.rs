@@ -1,0 +1,36 @@
+//! One module per group of commands; [`run`] dispatches.
+
+mod daemon;
+mod observe;
+mod project;
+
+use clap::CommandFactory;
+
+use crate::Context;
+use crate::args::{Cli, Command};
+use crate::error::CliError;
+
+/// Runs a command; `Ok` carries the exit status.
+pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError> {
+    match command {
+        Command::Init { force } => project::init(ctx, force),
+        Command::Validate => project::validate(ctx),
+        Command::Schema => project::schema(),
+        Command::Plan { detailed_exitcode } => project::plan(ctx, detailed_exitcode).await,
+        Command::Up(args) => daemon::up(ctx, args).await,
+        Command::Down => daemon::down(ctx).await,
+        Command::Status => observe::status(ctx).await,
+        Command::Events { follow, limit } => observe::events(ctx, follow, limit).await,
+        Command::Audit { limit } => observe::audit(ctx, limit).await,
+        Command::Annotate { message } => observe::annotate(ctx, message).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "slipway",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    }
+}
