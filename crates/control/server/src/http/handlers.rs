@@ -30,9 +30,11 @@ pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
-        ApiError::bad_request(
+        // Keep axum's distinction: 400 bad syntax, 415 not JSON, 422 wrong fields.
+        ApiError::new(
+            r.status(),
             format!("invalid JSON body: {}", r.body_text()),
-            "see /openapi.json for the request schema",
+            Some("see /openapi.json for the request schema"),
         )
     }
 }
