@@ -17,7 +17,10 @@ fn validate_reports_all_three_mistakes_with_locations_and_hints() {
         (format!("{file}:4:1"), "did you mean `replicas`?"),
         (format!("{file}:5:9"), "write a number with a unit"),
     ] {
-        assert!(stderr.contains(&location), "missing {location} in:\n{stderr}");
+        assert!(
+            stderr.contains(&location),
+            "missing {location} in:\n{stderr}"
+        );
         assert!(stderr.contains(hint), "missing hint {hint:?} in:\n{stderr}");
     }
     assert!(stderr.contains("has 3 error(s)"), "{stderr}");
@@ -25,14 +28,25 @@ fn validate_reports_all_three_mistakes_with_locations_and_hints() {
 
 #[test]
 fn validate_json_lists_diagnostics() {
-    let project = Project::new("[services.web]\nstart = \"./x\"\nport = 8080\nhealth = \"/health\"\ntimeout = 5\n");
-    let out = project.command().args(["--json", "validate"]).output().unwrap();
+    let project = Project::new(
+        "[services.web]\nstart = \"./x\"\nport = 8080\nhealth = \"/health\"\ntimeout = 5\n",
+    );
+    let out = project
+        .command()
+        .args(["--json", "validate"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["valid"], false);
     assert_eq!(report["diagnostics"][0]["line"], 5);
     assert_eq!(report["diagnostics"][0]["column"], 11);
-    assert!(report["diagnostics"][0]["hint"].as_str().unwrap().contains("unit"));
+    assert!(
+        report["diagnostics"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("unit")
+    );
 
     let good = Project::new(SMALL);
     let report = good.json(&["validate"]);
@@ -53,7 +67,11 @@ fn a_missing_file_says_to_run_init() {
 fn init_writes_a_file_that_validates_and_refuses_to_overwrite() {
     let project = Project::new("");
     std::fs::remove_file(project.file()).unwrap();
-    std::fs::write(project.dir.path().join("Cargo.toml"), "[package]\nname = \"api\"\n").unwrap();
+    std::fs::write(
+        project.dir.path().join("Cargo.toml"),
+        "[package]\nname = \"api\"\n",
+    )
+    .unwrap();
     let out = project.ok(&["init"]);
     assert!(out.contains("guessed from Cargo.toml"), "{out}");
     let text = std::fs::read_to_string(project.file()).unwrap();
@@ -100,7 +118,10 @@ fn commands_that_need_the_control_plane_say_how_to_start_it() {
         let out = project.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("not running") && stderr.contains("slipway up"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("not running") && stderr.contains("slipway up"),
+            "{args:?}: {stderr}"
+        );
     }
     // `down` with nothing running is not an error.
     assert!(project.ok(&["down"]).contains("not running"));

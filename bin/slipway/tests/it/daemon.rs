@@ -15,7 +15,10 @@ use crate::support::{Project, SMALL, wait_for};
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -28,7 +31,12 @@ fn quickstart_detaches_answers_status_and_stops() {
     let status = project.json(&["status"]);
     assert_eq!(status["environment"], "staging");
     assert_eq!(status["release"], Value::Null);
-    let names: Vec<&str> = status["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["web", "worker", "report"]);
     assert_eq!(status["services"][0]["kind"], "web");
     assert!(status["services"][0]["instances"].is_array());
@@ -47,12 +55,22 @@ fn quickstart_detaches_answers_status_and_stops() {
 async fn every_route_but_healthz_needs_the_token() {
     let project = Project::new(SMALL);
     let daemon = project.start();
-    let mode = std::fs::metadata(project.state().token_file()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(project.state().token_file())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "token file mode");
     let anonymous = reqwest::Client::new();
     let health = anonymous.get(daemon.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    for path in ["/v1/status", "/v1/events", "/v1/audit", "/openapi.json", "/v1/nowhere"] {
+    for path in [
+        "/v1/status",
+        "/v1/events",
+        "/v1/audit",
+        "/openapi.json",
+        "/v1/nowhere",
+    ] {
         let res = anonymous.get(daemon.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 401, "{path} without a token");
         assert!(res.headers().contains_key("www-authenticate"));
@@ -67,10 +85,23 @@ async fn every_route_but_healthz_needs_the_token() {
             .unwrap();
         assert_eq!(wrong.status(), 401, "{path} with a wrong token");
     }
-    let ok = daemon.client().get(daemon.url("/v1/status")).send().await.unwrap();
+    let ok = daemon
+        .client()
+        .get(daemon.url("/v1/status"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     assert!(ok.headers().contains_key("x-request-id"));
-    let doc: Value = daemon.client().get(daemon.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = daemon
+        .client()
+        .get(daemon.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/v1/status"].is_object());
 }
 
@@ -94,16 +125,50 @@ async fn mutations_are_audited_with_actor_and_outcome_and_reads_are_not() {
         .unwrap();
     assert_eq!(denied.status(), 401);
     client.get(daemon.url("/v1/status")).send().await.unwrap();
-    let audit: Vec<Value> = client.get(daemon.url("/v1/audit")).send().await.unwrap().json().await.unwrap();
+    let audit: Vec<Value> = client
+        .get(daemon.url("/v1/audit"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let rows: Vec<(&str, &str, &str)> = audit
         .iter()
-        .map(|a| (a["actor"].as_str().unwrap(), a["action"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap(),
+                a["action"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(rows, [("admin", "POST /v1/annotations", "201"), ("anonymous", "POST /v1/annotations", "401")]);
-    assert!(audit[0]["details"]["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        rows,
+        [
+            ("admin", "POST /v1/annotations", "201"),
+            ("anonymous", "POST /v1/annotations", "401")
+        ]
+    );
+    assert!(
+        audit[0]["details"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
     // The denied note never reached the event log.
-    let events: Vec<Value> = client.get(daemon.url("/v1/events")).send().await.unwrap().json().await.unwrap();
-    assert!(events.iter().any(|e| e["message"] == "migrated the users table"));
+    let events: Vec<Value> = client
+        .get(daemon.url("/v1/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "migrated the users table")
+    );
     assert!(!events.iter().any(|e| e["message"] == "sneaky"));
     // The CLI shows the same log.
     let cli = project.json(&["audit"]);
@@ -116,13 +181,48 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
     let daemon = project.start();
     let client = daemon.client();
     let cases = [
-        (client.post(daemon.url("/v1/annotations")).header("content-type", "application/json").body("{not json"), 400, "invalid JSON"),
-        (client.post(daemon.url("/v1/annotations")).json(&json!({ "note": "x" })), 422, "message"),
-        (client.post(daemon.url("/v1/annotations")).body("message=x"), 415, "invalid JSON"),
-        (client.post(daemon.url("/v1/annotations")).json(&json!({ "message": "  " })), 400, "empty"),
-        (client.get(daemon.url("/v1/events?limit=lots")), 400, "invalid query"),
-        (client.get(daemon.url("/v1/status?env=qa")), 404, "unknown environment"),
-        (client.post(daemon.url("/v1/environments/qa/apply")), 404, "unknown environment"),
+        (
+            client
+                .post(daemon.url("/v1/annotations"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "invalid JSON",
+        ),
+        (
+            client
+                .post(daemon.url("/v1/annotations"))
+                .json(&json!({ "note": "x" })),
+            422,
+            "message",
+        ),
+        (
+            client.post(daemon.url("/v1/annotations")).body("message=x"),
+            415,
+            "invalid JSON",
+        ),
+        (
+            client
+                .post(daemon.url("/v1/annotations"))
+                .json(&json!({ "message": "  " })),
+            400,
+            "empty",
+        ),
+        (
+            client.get(daemon.url("/v1/events?limit=lots")),
+            400,
+            "invalid query",
+        ),
+        (
+            client.get(daemon.url("/v1/status?env=qa")),
+            404,
+            "unknown environment",
+        ),
+        (
+            client.post(daemon.url("/v1/environments/qa/apply")),
+            404,
+            "unknown environment",
+        ),
         (client.get(daemon.url("/v1/nowhere")), 404, "no such route"),
     ];
     for (request, status, reason) in cases {
@@ -130,7 +230,10 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
         assert_eq!(res.status().as_u16(), status, "{reason}");
         let body: Value = res.json().await.unwrap();
         let error = body["error"].as_str().unwrap();
-        assert!(error.contains(reason), "{error:?} should mention {reason:?}");
+        assert!(
+            error.contains(reason),
+            "{error:?} should mention {reason:?}"
+        );
         assert!(body["hint"].is_string(), "{body}");
     }
 }
@@ -165,19 +268,38 @@ fn events_follow_streams_new_events() {
     let stdout = follower.stdout.take().unwrap();
     let sink = lines.clone();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             sink.lock().unwrap().push(line);
         }
     });
     // The follower sees notes made after it started, whenever they come.
     let mut n = 0;
-    wait_for("the annotation on the stream", Duration::from_secs(20), || {
-        n += 1;
-        project.ok(&["annotate", &format!("note {n}")]);
-        let seen = lines.lock().unwrap().iter().any(|l| l.contains("\"annotation\""));
-        seen.then_some(())
-    });
-    let first: Value = serde_json::from_str(lines.lock().unwrap().iter().find(|l| l.contains("\"annotation\"")).unwrap()).unwrap();
+    wait_for(
+        "the annotation on the stream",
+        Duration::from_secs(20),
+        || {
+            n += 1;
+            project.ok(&["annotate", &format!("note {n}")]);
+            let seen = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("\"annotation\""));
+            seen.then_some(())
+        },
+    );
+    let first: Value = serde_json::from_str(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("\"annotation\""))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["kind"], "annotation");
     let _ = follower.kill();
     let _ = follower.wait();
@@ -190,13 +312,22 @@ fn edits_show_in_plan_and_up_applies_them() {
     let plan = project.json(&["plan"]);
     assert_eq!(plan["recorded"], true);
     assert!(project.ok(&["plan"]).contains("No changes"));
-    let edited = SMALL.replace("GREETING = \"hello\"", "GREETING = \"hi\"\nAPI_TOKEN = \"s3cr3t-value\"")
-        + "replicas = 3\n";
+    let edited = SMALL.replace(
+        "GREETING = \"hello\"",
+        "GREETING = \"hi\"\nAPI_TOKEN = \"s3cr3t-value\"",
+    ) + "replicas = 3\n";
     std::fs::write(project.file(), edited).unwrap();
     let text = project.ok(&["plan"]);
     assert!(text.contains("replicas: 1 → 3"), "{text}");
-    assert!(text.contains("GREETING changed: \"hello\" → \"hi\"") || text.contains("GREETING changed: hello → hi"), "{text}");
-    assert!(!text.contains("s3cr3t-value"), "secret-looking values are masked:\n{text}");
+    assert!(
+        text.contains("GREETING changed: \"hello\" → \"hi\"")
+            || text.contains("GREETING changed: hello → hi"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cr3t-value"),
+        "secret-looking values are masked:\n{text}"
+    );
     let applied = project.json(&["up"]);
     assert_eq!(applied["apply"]["generation"], 2);
     assert_eq!(applied["apply"]["changed"], true);
@@ -214,22 +345,42 @@ fn sigterm_stops_cleanly_and_a_killed_daemon_is_cleaned_up_by_down() {
     let project = Project::new(SMALL);
     let mut daemon = project.start();
     let pid = daemon.info().pid;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     assert!(daemon.wait_exit(Duration::from_secs(30)).success());
     assert!(project.state().daemon_info().unwrap().is_none());
 
     let mut daemon = project.start();
     daemon.kill();
-    assert!(project.state().daemon_info().unwrap().is_some(), "kill -9 leaves the file");
+    assert!(
+        project.state().daemon_info().unwrap().is_some(),
+        "kill -9 leaves the file"
+    );
     let out = project.ok(&["down"]);
     assert!(out.contains("without cleaning up"), "{out}");
     assert!(project.state().daemon_info().unwrap().is_none());
     // And the next start works.
     let daemon = project.start();
     let events = project.json(&["events", "--limit", "100"]);
-    let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "daemon.started").count(), 3, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "daemon.stopped").count(), 1, "{kinds:?}");
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "daemon.started").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "daemon.stopped").count(),
+        1,
+        "{kinds:?}"
+    );
     drop(daemon);
 }
 
@@ -248,7 +399,12 @@ async fn acknowledged_writes_survive_kill_9_in_the_middle_of_writes() {
                 tokio::spawn(async move {
                     for i in 0.. {
                         let message = format!("round {round} writer {w} note {i}");
-                        match client.post(&url).json(&json!({ "message": message })).send().await {
+                        match client
+                            .post(&url)
+                            .json(&json!({ "message": message }))
+                            .send()
+                            .await
+                        {
                             Ok(res) if res.status() == 201 => acked.lock().unwrap().push(message),
                             _ => return,
                         }
@@ -259,7 +415,10 @@ async fn acknowledged_writes_survive_kill_9_in_the_middle_of_writes() {
         // Kill it while writes are in full flow.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while acked.lock().unwrap().len() < 100 + round * 37 {
-            assert!(std::time::Instant::now() < deadline, "writes did not get going");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writes did not get going"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         daemon.kill();
@@ -279,12 +438,31 @@ async fn acknowledged_writes_survive_kill_9_in_the_middle_of_writes() {
         .json()
         .await
         .unwrap();
-    let stored: BTreeSet<String> = events.iter().filter_map(|e| e["message"].as_str().map(str::to_string)).collect();
+    let stored: BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect();
     let lost: Vec<&String> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
     drop(daemon);
-    let store = SqliteStore::open(&project.state().database()).await.unwrap();
+    let store = SqliteStore::open(&project.state().database())
+        .await
+        .unwrap();
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
-    let ids: Vec<i64> = store.events(&EventQuery::default()).await.unwrap().iter().map(|e| e.id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "event ids stay ordered");
+    let ids: Vec<i64> = store
+        .events(&EventQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "event ids stay ordered"
+    );
 }

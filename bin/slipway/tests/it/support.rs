@@ -13,13 +13,20 @@ pub(crate) fn slipway_bin() -> PathBuf {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
-pub(crate) fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -60,7 +67,8 @@ impl Project {
 
     /// A copy of `examples/quickstart`.
     pub(crate) fn quickstart() -> Self {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/slipway.toml");
+        let source =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/slipway.toml");
         Project::new(&std::fs::read_to_string(source).expect("quickstart exists"))
     }
 
@@ -112,7 +120,12 @@ impl Project {
 
     /// Starts `slipway up` in the foreground on a free port and waits until it answers.
     pub(crate) fn start(&self) -> Daemon {
-        let log = std::fs::File::create(self.dir.path().join(format!("up-{}.log", fastrand_suffix()))).expect("log");
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("up-{}.log", fastrand_suffix())),
+        )
+        .expect("log");
         let child = self
             .command()
             .args(["up", "--listen", "127.0.0.1:0"])
@@ -123,21 +136,37 @@ impl Project {
             .expect("slipway up starts");
         let pid = child.id();
         let state = self.state();
-        let mut daemon = Daemon { child, info: None, state: state.clone() };
-        let info = wait_for("the control plane to answer", Duration::from_secs(30), || {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("slipway up exited early: {status}");
-            }
-            let info = state.daemon_info().ok().flatten().filter(|i| i.pid == pid)?;
-            std::net::TcpStream::connect(&info.listen).ok().map(|_| info)
-        });
+        let mut daemon = Daemon {
+            child,
+            info: None,
+            state: state.clone(),
+        };
+        let info = wait_for(
+            "the control plane to answer",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = daemon.child.try_wait() {
+                    panic!("slipway up exited early: {status}");
+                }
+                let info = state
+                    .daemon_info()
+                    .ok()
+                    .flatten()
+                    .filter(|i| i.pid == pid)?;
+                std::net::TcpStream::connect(&info.listen)
+                    .ok()
+                    .map(|_| info)
+            },
+        );
         daemon.info = Some(info);
         daemon
     }
 }
 
 fn fastrand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A control plane started by a test.
@@ -157,7 +186,10 @@ impl Daemon {
     }
 
     pub(crate) fn token(&self) -> String {
-        self.state.read_token().expect("token readable").expect("token exists")
+        self.state
+            .read_token()
+            .expect("token readable")
+            .expect("token exists")
     }
 
     /// An HTTP client with the admin token.
@@ -167,7 +199,10 @@ impl Daemon {
             reqwest::header::AUTHORIZATION,
             format!("Bearer {}", self.token()).parse().expect("header"),
         );
-        reqwest::Client::builder().default_headers(headers).build().expect("client")
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
     }
 
     /// `kill -9`.
@@ -178,7 +213,9 @@ impl Daemon {
 
     /// Waits for the process to exit on its own.
     pub(crate) fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        wait_for("the control plane to exit", deadline, || self.child.try_wait().ok().flatten())
+        wait_for("the control plane to exit", deadline, || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 }
 

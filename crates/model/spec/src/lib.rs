@@ -220,24 +220,24 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
         }
     };
     let mut origin = None;
-    if config.services.is_empty() {
-        if let Some(proc_source) = &procfile {
-            report.sources.push(proc_source.clone());
-            match procfile::parse(proc_source) {
-                Ok(p) => {
-                    config.services = p.services;
-                    if config.deploy.release.is_none() {
-                        config.deploy.release = p.release;
-                    }
-                    origin = Some(ProcfileOrigin {
-                        source: proc_source,
-                        lines: p.lines,
-                    });
+    if config.services.is_empty()
+        && let Some(proc_source) = &procfile
+    {
+        report.sources.push(proc_source.clone());
+        match procfile::parse(proc_source) {
+            Ok(p) => {
+                config.services = p.services;
+                if config.deploy.release.is_none() {
+                    config.deploy.release = p.release;
                 }
-                Err(errors) => {
-                    report.diagnostics = errors;
-                    return Err(report);
-                }
+                origin = Some(ProcfileOrigin {
+                    source: proc_source,
+                    lines: p.lines,
+                });
+            }
+            Err(errors) => {
+                report.diagnostics = errors;
+                return Err(report);
             }
         }
     }

@@ -309,7 +309,7 @@ pub enum StrategySpec {
     /// `strategy = "canary"` with every setting at its default.
     Kind(StrategyKind),
     /// The full form.
-    Full(Strategy),
+    Full(Box<Strategy>),
 }
 
 /// The four ways a release replaces the previous one.

@@ -598,7 +598,7 @@ fn resolve_strategy(
     replicas: u32,
 ) -> ResolvedStrategy {
     let full = match spec {
-        Some(StrategySpec::Full(f)) => f.clone(),
+        Some(StrategySpec::Full(f)) => (**f).clone(),
         Some(StrategySpec::Kind(k)) => crate::model::Strategy {
             kind: Some(*k),
             ..Default::default()

@@ -57,11 +57,11 @@ impl<'a> SchemaChecker<'a> {
             self.check_alternatives(node, branches, path, out);
             return;
         }
-        if let Some(types) = schema.get("type") {
-            if !type_matches(node.get_ref(), types) {
-                out.push(self.type_error(node, &[schema], path));
-                return;
-            }
+        if let Some(types) = schema.get("type")
+            && !type_matches(node.get_ref(), types)
+        {
+            out.push(self.type_error(node, &[schema], path));
+            return;
         }
         match node.get_ref() {
             DeValue::String(s) => self.check_string(node, s, schema, path, out),
@@ -217,15 +217,15 @@ impl<'a> SchemaChecker<'a> {
             }
             return;
         }
-        if let Some(format) = schema.get("format").and_then(Json::as_str) {
-            if let Err(e) = units::check_format(format, s) {
-                out.push(self.error(
-                    node.span(),
-                    path,
-                    format!("{} (in `{path}`)", e.message),
-                    Some(e.hint.to_string()),
-                ));
-            }
+        if let Some(format) = schema.get("format").and_then(Json::as_str)
+            && let Err(e) = units::check_format(format, s)
+        {
+            out.push(self.error(
+                node.span(),
+                path,
+                format!("{} (in `{path}`)", e.message),
+                Some(e.hint.to_string()),
+            ));
         }
     }
 
@@ -296,10 +296,10 @@ impl<'a> SchemaChecker<'a> {
     ) -> Diagnostic {
         let mut wanted: Vec<String> = Vec::new();
         for option in options {
-            if let Some(d) = describe(option, self) {
-                if !wanted.contains(&d) {
-                    wanted.push(d);
-                }
+            if let Some(d) = describe(option, self)
+                && !wanted.contains(&d)
+            {
+                wanted.push(d);
             }
         }
         let expected = join_or(&wanted);
@@ -524,14 +524,14 @@ fn unknown_key_hint(name: &str, known: &[&str], path: &KeyPath, value: &DeValue<
     if let Some(best) = closest(name, known) {
         return format!("did you mean `{best}`?");
     }
-    if path.is_root() {
-        if let DeValue::Table(t) = value {
-            let looks_like_service = t
-                .iter()
-                .any(|(k, _)| matches!(k.get_ref().as_ref(), "start" | "port" | "build" | "kind"));
-            if looks_like_service {
-                return format!("services go under `[services.{name}]`");
-            }
+    if path.is_root()
+        && let DeValue::Table(t) = value
+    {
+        let looks_like_service = t
+            .iter()
+            .any(|(k, _)| matches!(k.get_ref().as_ref(), "start" | "port" | "build" | "kind"));
+        if looks_like_service {
+            return format!("services go under `[services.{name}]`");
         }
     }
     if known.is_empty() {

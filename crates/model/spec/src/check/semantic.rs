@@ -64,8 +64,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 Ok(services) => self.services(env, &services),
                 Err(e) => {
                     let path = KeyPath::root().key("environments").key(env);
-                    self.error(
-                        &[path.clone()],
+                    self.error_at(
                         &path,
                         format!(
                             "cannot apply the overrides of environment `{env}`: {}",
@@ -116,29 +115,49 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     ) {
         let span = self.locator.first_span(paths);
         // Services from a Procfile are reported on their Procfile line.
-        if span.is_none() {
-            if let Some(origin) = &self.procfile {
-                let service = paths.iter().find_map(|p| {
-                    let text = p.to_string();
-                    text.strip_prefix("services.")
-                        .map(|rest| rest.split('.').next().unwrap_or_default().to_string())
-                });
-                if let Some(range) = service.and_then(|s| origin.lines.get(&s)) {
-                    self.out.push(origin.source.diagnostic(
-                        level,
-                        range.clone(),
-                        path.to_string(),
-                        message,
-                        hint,
-                    ));
-                    return;
-                }
+        if span.is_none()
+            && let Some(origin) = &self.procfile
+        {
+            let service = paths.iter().find_map(|p| {
+                let text = p.to_string();
+                text.strip_prefix("services.")
+                    .map(|rest| rest.split('.').next().unwrap_or_default().to_string())
+            });
+            if let Some(range) = service.and_then(|s| origin.lines.get(&s)) {
+                self.out.push(origin.source.diagnostic(
+                    level,
+                    range.clone(),
+                    path.to_string(),
+                    message,
+                    hint,
+                ));
+                return;
             }
         }
         let d =
             self.source
                 .diagnostic(level, span.unwrap_or(0..0), path.to_string(), message, hint);
         self.out.push(d);
+    }
+
+    fn error_at(&mut self, path: &KeyPath, message: String, hint: Option<String>) {
+        self.push(
+            Level::Error,
+            std::slice::from_ref(path),
+            path,
+            message,
+            hint,
+        );
+    }
+
+    fn warning_at(&mut self, path: &KeyPath, message: String, hint: Option<String>) {
+        self.push(
+            Level::Warning,
+            std::slice::from_ref(path),
+            path,
+            message,
+            hint,
+        );
     }
 
     fn error(&mut self, paths: &[KeyPath], path: &KeyPath, message: String, hint: Option<String>) {
@@ -173,7 +192,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 message,
                 hint,
             )),
-            None => self.error(&[path.clone()], path, message, hint),
+            None => self.error_at(path, message, hint),
         }
     }
 
@@ -185,9 +204,8 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 .keys()
                 .map(String::as_str)
                 .collect();
-            if !self.config.environments.contains_key(default)
-                && !(known.is_empty() && default == "local")
-            {
+            let implicit_local = known.is_empty() && default == "local";
+            if !self.config.environments.contains_key(default) && !implicit_local {
                 self.unknown_reference(
                     &KeyPath::parse("project.default_environment"),
                     "environment",
@@ -199,15 +217,11 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         if let Some(listen) = &self.config.control.listen {
             let path = KeyPath::parse("control.listen");
             match listen.parse::<std::net::SocketAddr>() {
-                Err(_) => self.error(
-                    &[path.clone()],
-                    &path,
+                Err(_) => self.error_at(&path,
                     format!("`{listen}` is not an address and port"),
                     Some("write it as \"127.0.0.1:7070\"".into()),
                 ),
-                Ok(addr) if !addr.ip().is_loopback() => self.warning(
-                    &[path.clone()],
-                    &path,
+                Ok(addr) if !addr.ip().is_loopback() => self.warning_at(&path,
                     format!("the control-plane API would listen on `{listen}`, beyond this machine"),
                     Some("keep it on loopback (127.0.0.1) and reach it through an SSH tunnel or a proxy with TLS".into()),
                 ),
@@ -225,8 +239,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 let path = base.key(key);
-                self.error(
-                    &[path.clone()],
+                self.error_at(
                     &path,
                     format!("`{key}` is not a valid environment variable name"),
                     Some("use letters, digits and underscores, not starting with a digit".into()),
@@ -254,8 +267,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             }
             if self.config.env.contains_key(name) {
                 let path = KeyPath::root().key("env").key(name);
-                self.error(
-                    &[path.clone()],
+                self.error_at(
                     &path,
                     format!(
                         "`{name}` is declared as a secret and also given a plain value in `[env]`"
@@ -279,8 +291,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             for (i, req) in env.requires.iter().enumerate() {
                 if req == name {
                     let path = base.key("requires").index(i);
-                    self.error(
-                        &[path.clone()],
+                    self.error_at(
                         &path,
                         format!("environment `{name}` requires itself"),
                         Some("remove it from `requires`".into()),
@@ -298,8 +309,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 if !self.config.services.contains_key(svc) {
                     let path = base.key("services").key(svc);
                     let hint = closest(svc, &services).map(|b| format!("did you mean `{b}`?"));
-                    self.error(
-                        &[path.clone()],
+                    self.error_at(
                         &path,
                         format!("environment `{name}` overrides unknown service `{svc}`"),
                         hint.or_else(|| Some(format!("declare it under `[services.{svc}]` first"))),
@@ -334,8 +344,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                         }
                         let mut cycle = trail.clone();
                         cycle.push(next.clone());
-                        self.error(
-                            &[path.clone()],
+                        self.error_at(
                             &path,
                             format!(
                                 "environments require each other in a loop: {}",
@@ -438,21 +447,20 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 ),
                 _ => {}
             }
-            if let Some(tz) = &s.timezone {
-                if let Err(e) = crate::units::check_timezone(tz) {
-                    self.error(
-                        &at("timezone"),
-                        &base.key("timezone"),
-                        e.message,
-                        Some(e.hint.into()),
-                    );
-                }
+            if let Some(tz) = &s.timezone
+                && let Err(e) = crate::units::check_timezone(tz)
+            {
+                self.error(
+                    &at("timezone"),
+                    &base.key("timezone"),
+                    e.message,
+                    Some(e.hint.into()),
+                );
             }
             for (i, dep) in s.after.iter().flatten().enumerate() {
                 if dep == name {
                     let path = base.key("after").index(i);
-                    self.error(
-                        &[path.clone()],
+                    self.error_at(
                         &path,
                         format!("service `{name}` is after itself"),
                         Some("remove it from `after`".into()),
@@ -478,7 +486,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             }
             if kind == ServiceKind::Web && s.health.is_none() {
                 self.warning(
-                    &[base.clone()],
+                    std::slice::from_ref(&base),
                     &base.key("health"),
                     format!("web service `{name}` has no readiness check: new instances get traffic as soon as their port accepts connections"),
                     Some("add `health = \"/health\"` (an HTTP path that answers 2xx when the instance can serve)".into()),
@@ -489,8 +497,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         // `after` must not loop.
         if let Some(cycle) = find_cycle(services) {
             let path = KeyPath::root().key("services").key(&cycle[0]).key("after");
-            self.error(
-                &[path.clone()],
+            self.error_at(
                 &path,
                 format!(
                     "services start after each other in a loop: {}",
@@ -551,15 +558,15 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 Some(format!("add `{example}`")),
             );
         }
-        if let Some(p) = &check.path {
-            if !p.starts_with('/') {
-                self.error(
-                    at,
-                    &path.key("path"),
-                    format!("health check path `{p}` of `{name}` must start with `/`"),
-                    Some(format!("write \"/{p}\"")),
-                );
-            }
+        if let Some(p) = &check.path
+            && !p.starts_with('/')
+        {
+            self.error(
+                at,
+                &path.key("path"),
+                format!("health check path `{p}` of `{name}` must start with `/`"),
+                Some(format!("write \"/{p}\"")),
+            );
         }
     }
 
@@ -574,7 +581,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         let (strategy_kind, full) = match spec {
             None => return,
             Some(StrategySpec::Kind(k)) => (Some(*k), None),
-            Some(StrategySpec::Full(f)) => (f.kind, Some(f)),
+            Some(StrategySpec::Full(f)) => (f.kind, Some(&**f)),
         };
         if kind != ServiceKind::Web
             && matches!(
@@ -601,23 +608,23 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             if let Some(w) = weight {
                 if w < last {
                     let p = path.key("steps").index(i);
-                    self.error(&[p.clone()], &p, format!("canary step {w}% of `{name}` is lower than the step before it ({last}%)"), Some("weights must not decrease; a rollback is automatic".into()));
+                    self.error_at(&p, format!("canary step {w}% of `{name}` is lower than the step before it ({last}%)"), Some("weights must not decrease; a rollback is automatic".into()));
                 }
                 last = w;
             }
-            if let CanaryStep::Step(s) = step {
-                if s.weight.is_none() && s.pause.is_none() {
-                    let p = path.key("steps").index(i);
-                    self.error(
-                        &[p.clone()],
-                        &p,
-                        format!(
-                            "canary step {} of `{name}` has neither `weight` nor `pause`",
-                            i + 1
-                        ),
-                        Some("write `{ weight = \"25%\" }` or `{ pause = true }`".into()),
-                    );
-                }
+            if let CanaryStep::Step(s) = step
+                && s.weight.is_none()
+                && s.pause.is_none()
+            {
+                let p = path.key("steps").index(i);
+                self.error_at(
+                    &p,
+                    format!(
+                        "canary step {} of `{name}` has neither `weight` nor `pause`",
+                        i + 1
+                    ),
+                    Some("write `{ weight = \"25%\" }` or `{ pause = true }`".into()),
+                );
             }
         }
     }
@@ -639,20 +646,18 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             let structured =
                 alert.metric.is_some() || alert.op.is_some() || alert.threshold.is_some();
             match (&alert.expr, structured) {
-                (None, false) => self.error(&[base.clone()], &base, format!("alert `{}` has no condition", alert.name), Some("add `expr = \"…\"`, or `metric`, `op` and `threshold`".into())),
+                (None, false) => self.error_at(&base, format!("alert `{}` has no condition", alert.name), Some("add `expr = \"…\"`, or `metric`, `op` and `threshold`".into())),
                 (Some(_), true) => self.error(&[base.key("expr")], &base, format!("alert `{}` has both `expr` and `metric`/`op`/`threshold`", alert.name), Some("keep one form".into())),
-                (None, true) if alert.metric.is_none() || alert.op.is_none() || alert.threshold.is_none() => self.error(
-                    &[base.clone()],
-                    &base,
+                (None, true) if alert.metric.is_none() || alert.op.is_none() || alert.threshold.is_none() => self.error_at(&base,
                     format!("alert `{}` needs all of `metric`, `op` and `threshold`", alert.name),
                     Some("for example `metric = \"error_rate\"`, `op = \">\"`, `threshold = 0.05`".into()),
                 ),
                 _ => {}
             }
-            if let Some(svc) = &alert.service {
-                if !self.config.services.contains_key(svc) {
-                    self.unknown_reference(&base.key("service"), "service", svc, &services);
-                }
+            if let Some(svc) = &alert.service
+                && !self.config.services.contains_key(svc)
+            {
+                self.unknown_reference(&base.key("service"), "service", svc, &services);
             }
             for (j, ch) in alert.channels.iter().enumerate() {
                 if !self.config.channels.contains_key(ch) {
@@ -696,8 +701,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 );
             }
             if slo.indicator == Some(Indicator::Latency) && slo.latency.is_none() {
-                self.error(
-                    &[base.clone()],
+                self.error_at(
                     &base,
                     format!("latency SLO `{}` has no `latency` threshold", slo.name),
                     Some("add `latency = \"300ms\"`".into()),
@@ -744,19 +748,18 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     self.unknown_reference(&base.key("needs").index(i), "job", need, &jobs);
                 }
             }
-            if let Some(env) = job.when.as_ref().and_then(|w| w.environment.as_ref()) {
-                if !self.config.environments.contains_key(env) {
-                    self.unknown_reference(
-                        &base.key("when").key("environment"),
-                        "environment",
-                        env,
-                        &envs,
-                    );
-                }
+            if let Some(env) = job.when.as_ref().and_then(|w| w.environment.as_ref())
+                && !self.config.environments.contains_key(env)
+            {
+                self.unknown_reference(
+                    &base.key("when").key("environment"),
+                    "environment",
+                    env,
+                    &envs,
+                );
             }
             if job.steps.is_empty() {
-                self.error(
-                    &[base.clone()],
+                self.error_at(
                     &base,
                     format!("job `{name}` has no steps"),
                     Some("add `steps = [{ run = \"…\" }]`".into()),
@@ -765,8 +768,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             for (i, step) in job.steps.iter().enumerate() {
                 let p = base.key("steps").index(i);
                 match (&step.run, &step.uses) {
-                    (None, None) => self.error(
-                        &[p.clone()],
+                    (None, None) => self.error_at(
                         &p,
                         format!(
                             "step {} of job `{name}` has neither `run` nor `uses`",
@@ -774,8 +776,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                         ),
                         Some("add `run = \"…\"` or `uses = \"deploy\"`".into()),
                     ),
-                    (Some(_), Some(_)) => self.error(
-                        &[p.clone()],
+                    (Some(_), Some(_)) => self.error_at(
                         &p,
                         format!("step {} of job `{name}` has both `run` and `uses`", i + 1),
                         Some("split it into two steps".into()),
@@ -793,11 +794,11 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 Some(v) => v.keys().cloned().collect(),
                 None => vec!["on".into(), "off".into()],
             };
-            if let Some(default) = &flag.default {
-                if !variants.contains(default) {
-                    let refs: Vec<&str> = variants.iter().map(String::as_str).collect();
-                    self.unknown_reference(&base.key("default"), "variant", default, &refs);
-                }
+            if let Some(default) = &flag.default
+                && !variants.contains(default)
+            {
+                let refs: Vec<&str> = variants.iter().map(String::as_str).collect();
+                self.unknown_reference(&base.key("default"), "variant", default, &refs);
             }
         }
     }
@@ -810,8 +811,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Pagerduty
             );
             if needs_url && channel.url.is_none() && channel.secret.is_none() {
-                self.error(
-                    &[base.clone()],
+                self.error_at(
                     &base,
                     format!("channel `{name}` has neither `url` nor `secret`"),
                     Some(
@@ -821,19 +821,17 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 );
             }
             if channel.kind == ChannelKind::Email && channel.to.is_empty() {
-                self.error(
-                    &[base.clone()],
+                self.error_at(
                     &base,
                     format!("email channel `{name}` has no recipients"),
                     Some("add `to = [\"oncall@example.com\"]`".into()),
                 );
             }
-            if let Some(secret) = &channel.secret {
-                if !self.config.secrets.contains_key(secret) {
-                    let declared: Vec<&str> =
-                        self.config.secrets.keys().map(String::as_str).collect();
-                    self.unknown_reference(&base.key("secret"), "secret", secret, &declared);
-                }
+            if let Some(secret) = &channel.secret
+                && !self.config.secrets.contains_key(secret)
+            {
+                let declared: Vec<&str> = self.config.secrets.keys().map(String::as_str).collect();
+                self.unknown_reference(&base.key("secret"), "secret", secret, &declared);
             }
         }
     }
@@ -864,10 +862,11 @@ fn find_cycle(services: &IndexMap<String, Service>) -> Option<Vec<String>> {
             .and_then(|s| s.after.clone())
             .unwrap_or_default()
         {
-            if dep != name && services.contains_key(&dep) {
-                if let Some(c) = visit(&dep, services, state, trail) {
-                    return Some(c);
-                }
+            if dep != name
+                && services.contains_key(&dep)
+                && let Some(c) = visit(&dep, services, state, trail)
+            {
+                return Some(c);
             }
         }
         trail.pop();
