@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "slipway",
     version,
-    about,
     propagate_version = true,
     after_help = "Examples:\n  slipway init                 write a starter slipway.toml\n  slipway validate             check slipway.toml\n  slipway up --detach          start the control plane in the background\n  slipway status               services, instances and traffic\n  slipway events -f            follow the event log\n  slipway down                 stop the control plane"
 )]
