@@ -95,10 +95,58 @@ pub struct ServiceStatus {
     pub replicas: u32,
     /// Public port on the proxy.
     pub port: Option<u16>,
+    /// `running`, `crashlooping`, `failed`, `build-failed`, `completed`, `scheduled`, or
+    /// `not-running` (the environment is not brought up).
+    #[serde(default)]
+    pub state: String,
+    /// Restarts since the control plane started supervising it.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the last instance ended ("exit status 1", "killed by SIGKILL").
+    #[serde(default)]
+    pub last_exit: Option<String>,
     /// Running instances.
     pub instances: Vec<InstanceStatus>,
     /// How traffic is split between releases.
     pub traffic: Vec<TrafficShare>,
+    /// Next scheduled run (cron services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<jiff::Timestamp>,
+    /// Recent runs, newest last (cron services).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<CronRun>,
+}
+
+/// One run of a cron service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CronRun {
+    /// Instance id of the run.
+    pub id: String,
+    /// `schedule` or `manual`.
+    pub trigger: String,
+    /// Started.
+    pub started_at: jiff::Timestamp,
+    /// Finished (none while running).
+    pub finished_at: Option<jiff::Timestamp>,
+    /// Exit status.
+    pub exit_code: Option<i32>,
+    /// `running`, `succeeded`, `failed` or `timed-out`.
+    pub outcome: String,
+    /// How long it took.
+    pub duration_ms: Option<u64>,
+}
+
+/// One health-check result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckResult {
+    /// When it ran.
+    pub at: jiff::Timestamp,
+    /// Passed.
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+    /// How long it took.
+    pub ms: u64,
 }
 
 /// One instance in [`ServiceStatus`].
@@ -112,10 +160,25 @@ pub struct InstanceStatus {
     pub release: String,
     /// `starting`, `running`, `stopping`, `exited`, `crashlooping`…
     pub state: String,
-    /// `unknown`, `healthy` or `unhealthy`.
+    /// `starting`, `healthy`, `unhealthy`, or `none` (not checked).
     pub health: String,
     /// The port it listens on (`$PORT`).
     pub port: Option<u16>,
+    /// Replica slot.
+    #[serde(default)]
+    pub slot: u32,
+    /// When it started.
+    pub started_at: Option<jiff::Timestamp>,
+    /// Re-adopted by this control plane after a restart.
+    #[serde(default)]
+    pub adopted: bool,
+    /// CPU use over the last seconds, in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of its process group.
+    pub rss_bytes: Option<u64>,
+    /// Recent readiness results, newest last.
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }
 
 /// One release's share of a service's traffic.
@@ -195,4 +258,57 @@ pub struct ApplyResult {
     /// The plan that was applied (see `slipway plan --json`).
     #[schema(value_type = Object)]
     pub plan: serde_json::Value,
+}
+
+/// Query of `GET /v1/services/{service}/logs`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct LogsQuery {
+    /// Environment (default: the project's default).
+    pub env: Option<String>,
+    /// Only records at or after this time (RFC 3339) …
+    pub since: Option<jiff::Timestamp>,
+    /// … or strictly after it (for following).
+    pub after: Option<jiff::Timestamp>,
+    /// Only this level or more severe: `trace`, `debug`, `info`, `warn`, `error`.
+    pub level: Option<String>,
+    /// Only records containing this text.
+    pub grep: Option<String>,
+    /// At most this many of the newest records (default 200).
+    pub limit: Option<usize>,
+}
+
+/// One line of a service's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// When it was written.
+    pub ts: jiff::Timestamp,
+    /// Instance id.
+    pub instance: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// Level, for JSON lines that carry one.
+    pub level: Option<String>,
+    /// The message, or the whole line.
+    pub message: String,
+    /// Other fields of a JSON line.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Answer of `POST /v1/services/{service}/runs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunStarted {
+    /// Service.
+    pub service: String,
+    /// Instance id of the run.
+    pub run: String,
+}
+
+/// Query of `POST /v1/shutdown`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct ShutdownQuery {
+    /// `stop` stops every instance first (`slipway down`); `keep` (default) leaves them
+    /// running for the next control plane to adopt.
+    pub workloads: Option<String>,
 }

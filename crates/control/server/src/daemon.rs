@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use slipway_api::ControlInfo;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::environments::{self, ApplyError};
 use crate::http::{self, AppState};
+use crate::workloads::Workloads;
 
 /// The API address used when neither the file nor the command line sets one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -150,6 +152,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let started_at = jiff::Timestamp::now();
     let pid = std::process::id();
     let shutdown = CancellationToken::new();
+    let workloads = Arc::new(workloads_for(&project, &state_dir, store.clone()));
     let app = Arc::new(AppState::new(
         store.clone(),
         options.file.clone(),
@@ -162,6 +165,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             listen: bound.to_string(),
             store: store.backend().to_string(),
         },
+        workloads.clone(),
     ));
 
     store
@@ -178,6 +182,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .await
         .map_err(DaemonError::Apply)?;
     tracing::info!(environment = %applied.environment, generation = applied.generation, "configuration applied");
+    if let Ok(resolved) = project.resolve(&applied.environment) {
+        workloads.apply(&resolved, applied.generation).await;
+    }
 
     state_dir
         .write_daemon_info(&DaemonInfo {
@@ -191,6 +198,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     tracing::info!(%bound, state_dir = %state_dir.root().display(), "control plane listening");
 
     let signals = shutdown.clone();
+    let signal_app = app.clone();
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
@@ -199,18 +207,28 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             return;
         };
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
-            _ = int.recv() => tracing::info!("SIGINT received; stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM received; stopping (instances keep running)"),
+            _ = int.recv() => {
+                // Ctrl-C on a foreground `slipway up` stops everything, like `slipway down`.
+                tracing::info!("SIGINT received; stopping the control plane and its instances");
+                signal_app.stop_workloads.store(true, Ordering::SeqCst);
+            }
             _ = signals.cancelled() => {}
         }
         signals.cancel();
     });
 
-    let router = http::router(app);
+    let router = http::router(app.clone());
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
 
+    if app.stop_workloads.load(Ordering::SeqCst) {
+        tracing::info!("stopping every instance");
+        workloads.stop_all().await;
+    } else {
+        workloads.detach_all().await;
+    }
     let stopped = store
         .append_event(NewEvent::info(
             "daemon.stopped",
@@ -231,4 +249,35 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     state_dir.remove_daemon_info();
     drop(lock);
     Ok(())
+}
+
+/// The workloads of this project: the local-process driver with instance directories in the
+/// state directory, its shim being this very binary (`slipway __shim`), and secret values
+/// taken from the environment of `slipway up` for the names `[secrets]` declares.
+fn workloads_for(
+    project: &slipway_spec::Project,
+    state_dir: &StateDir,
+    store: Arc<dyn Store>,
+) -> Workloads {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("slipway"));
+    let driver = slipway_runtime::LocalDriver::new(
+        state_dir.root().join("instances"),
+        slipway_runtime::ShimCommand::new(&exe, &["__shim"]),
+    );
+    let secrets = project
+        .config
+        .secrets
+        .keys()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect();
+    Workloads::new(
+        Arc::new(driver),
+        store,
+        slipway_runtime::RuntimeOptions {
+            bin_dir: exe.parent().map(std::path::Path::to_path_buf),
+            releases_dir: state_dir.root().join("releases"),
+            secrets,
+            logs: slipway_runtime::driver::LogPolicy::default(),
+        },
+    )
 }

@@ -1,9 +1,11 @@
 //! The control-plane daemon (`slipway up`): it owns a project's state directory, serves the
-//! authenticated HTTP API on loopback, and (in later layers) drives the runtime, the proxy and
-//! deploys.
+//! authenticated HTTP API on loopback, and drives the runtime (and, in later layers, the proxy
+//! and deploys).
 //!
 //! - [`daemon`]: start-up and shutdown (lock, token, store, listener, `daemon.json`).
 //! - [`environments`]: applying the project file to an environment (what `up` records).
+//! - `workloads`: one runtime supervisor per environment brought up, on the local-process
+//!   driver.
 //! - `http`: routes, authentication, audit, errors and the event stream.
 //!
 //! **Invariant:** every route but `/healthz` requires the admin token, and every call that is not
@@ -12,6 +14,7 @@
 pub mod daemon;
 pub mod environments;
 mod http;
+mod workloads;
 
 pub use daemon::{DaemonError, DaemonOptions, run};
 pub use http::openapi;

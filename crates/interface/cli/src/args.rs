@@ -110,6 +110,14 @@ pub enum Command {
         /// The note.
         message: String,
     },
+    /// Log lines of a service's instances, merged by time; secret values are redacted.
+    #[command(
+        after_help = "Examples:\n  slipway logs web\n  slipway logs web -f --level warn\n  slipway logs worker --since 10m --grep job --json"
+    )]
+    Logs(LogsArgs),
+    /// Cron services: run one now.
+    #[command(subcommand)]
+    Cron(CronCommand),
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  slipway completions bash > /etc/bash_completion.d/slipway\n  slipway completions zsh > \"${fpath[1]}/_slipway\""
@@ -129,4 +137,37 @@ pub struct UpArgs {
     /// API address (default: `[control] listen`, else 127.0.0.1:7070); port 0 picks one.
     #[arg(long, env = "SLIPWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
+}
+
+/// `slipway logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service.
+    pub service: String,
+    /// Keep printing new lines as they are written.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines from this long ago (`10m`, `2h`) or since this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this level or more severe: trace, debug, info, warn, error.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// How many of the newest lines to show first.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+}
+
+/// `slipway cron …`.
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Start a run of a cron service now (its history is in `slipway status`).
+    #[command(after_help = "Examples:\n  slipway cron run report")]
+    Run {
+        /// The cron service.
+        name: String,
+    },
 }

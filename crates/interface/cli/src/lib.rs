@@ -28,6 +28,13 @@ pub(crate) struct Context {
 
 /// Runs the command line and returns the exit status.
 pub fn main() -> ExitCode {
+    // The instance shim (see `slipway_runtime::local::shim`) is this binary too; it needs
+    // neither argument parsing nor an async runtime.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
+    if args.len() == 3 && args[1] == "__shim" {
+        let code = slipway_runtime::local::shim::main(std::path::Path::new(&args[2]));
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let global = &cli.global;
     let state = match &global.state_dir {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use slipway_api::{
     AnnotationRequest, ApplyResult, AuditEntry, AuditQuery, EnvQuery, ErrorBody, Event, Health,
-    ServiceStatus, StatusReport,
+    LogLine, LogsQuery, ReleaseRef, RunStarted, ServiceStatus, ShutdownQuery, StatusReport,
 };
 use slipway_spec::{Project, ResolvedEnv};
 use slipway_store::NewEvent;
@@ -117,22 +117,48 @@ pub(crate) async fn status(
             )
         })?,
     };
+    let mut running = app.workloads.status(&environment).await.unwrap_or_default();
     let services = resolved
         .services
         .values()
-        .map(|s| ServiceStatus {
-            name: s.name.clone(),
-            kind: s.kind.as_str().to_string(),
-            replicas: s.replicas,
-            port: s.port,
-            instances: Vec::new(),
-            traffic: Vec::new(),
+        .map(|s| {
+            let live = running
+                .iter()
+                .position(|r| r.name == s.name)
+                .map(|i| running.remove(i));
+            match live {
+                Some(mut live) => {
+                    live.port = s.port;
+                    live
+                }
+                None => ServiceStatus {
+                    name: s.name.clone(),
+                    kind: s.kind.as_str().to_string(),
+                    replicas: s.replicas,
+                    port: s.port,
+                    state: "not-running".into(),
+                    restarts: 0,
+                    last_exit: None,
+                    instances: Vec::new(),
+                    traffic: Vec::new(),
+                    next_run: None,
+                    runs: Vec::new(),
+                },
+            }
         })
         .collect();
+    let release = app
+        .workloads
+        .release(&environment)
+        .await
+        .map(|r| ReleaseRef {
+            id: r.id,
+            version: r.version,
+        });
     Ok(Json(StatusReport {
         project: resolved.project,
         environment,
-        release: None,
+        release,
         generation: applied.map(|a| a.generation),
         services,
         control: app.control.clone(),
@@ -156,6 +182,9 @@ pub(crate) async fn apply(
 ) -> Result<Json<ApplyResult>, ApiError> {
     let project = environments::load_project(&app.file)?;
     let result = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
+    if let Ok(resolved) = project.resolve(&result.environment) {
+        app.workloads.apply(&resolved, result.generation).await;
+    }
     *app.project.write().expect("project lock") = Some(project);
     Ok(Json(result))
 }
@@ -213,14 +242,141 @@ pub(crate) async fn list_audit(
     ))
 }
 
-/// Stops the control plane (workloads keep running; `slipway down` also stops them).
+/// Stops the control plane. With `workloads=stop` (what `slipway down` sends) every instance
+/// is stopped first; otherwise instances keep running and the next control plane adopts them.
 #[utoipa::path(
     post, path = "/v1/shutdown", tag = "control",
+    params(ShutdownQuery),
     responses((status = 202, description = "Stopping")),
     security(("bearer" = [])),
 )]
-pub(crate) async fn shutdown(State(app): State<Arc<AppState>>) -> StatusCode {
-    tracing::info!("shutdown requested over the API");
+pub(crate) async fn shutdown(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<ShutdownQuery>,
+) -> StatusCode {
+    tracing::info!(workloads = ?query.workloads, "shutdown requested over the API");
+    if query.workloads.as_deref() == Some("stop") {
+        app.stop_workloads
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     app.shutdown.cancel();
     StatusCode::ACCEPTED
+}
+
+/// Log lines of a service's instances, oldest first, merged by time.
+#[utoipa::path(
+    get, path = "/v1/services/{service}/logs", tag = "services",
+    params(("service" = String, Path, description = "Service"), LogsQuery),
+    responses(
+        (status = 200, body = Vec<LogLine>),
+        (status = 404, description = "Unknown service or environment not brought up", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn service_logs(
+    State(app): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> Result<Json<Vec<LogLine>>, ApiError> {
+    let project = project(&app)?;
+    let environment = query.env.unwrap_or_else(|| project.default_environment());
+    if !project.config.services.contains_key(&service) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no service named `{service}`"),
+            Some("`slipway status` lists the services"),
+        ));
+    }
+    let runtime = app.workloads.runtime(&environment).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("environment `{environment}` is not brought up"),
+            Some("run `slipway up`"),
+        )
+    })?;
+    if let Some(level) = &query.level
+        && !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str())
+    {
+        return Err(ApiError::bad_request(
+            format!("unknown level `{level}`"),
+            "use one of trace, debug, info, warn, error",
+        ));
+    }
+    let filter = slipway_runtime::logs::LogFilter {
+        since: query.since,
+        after: query.after,
+        level: query.level,
+        grep: query.grep,
+        limit: Some(query.limit.unwrap_or(200).min(100_000)),
+    };
+    let records = runtime.logs(&service, &filter).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            None::<&str>,
+        )
+    })?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| LogLine {
+                ts: r.ts,
+                instance: r.instance,
+                stream: r.stream,
+                level: r.level,
+                message: r.message,
+                fields: r.fields,
+            })
+            .collect(),
+    ))
+}
+
+/// Starts a run of a cron service now (`slipway cron run NAME`).
+#[utoipa::path(
+    post, path = "/v1/services/{service}/runs", tag = "services",
+    params(("service" = String, Path, description = "Cron service"), EnvQuery),
+    responses(
+        (status = 201, body = RunStarted),
+        (status = 404, description = "Unknown service or environment not brought up", body = ErrorBody),
+        (status = 409, description = "Not a cron service, or a run is already going", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn run_service(
+    State(app): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    ApiQuery(query): ApiQuery<EnvQuery>,
+) -> Result<Response, ApiError> {
+    use slipway_runtime::supervisor::RuntimeError;
+    let project = project(&app)?;
+    let environment = query.env.unwrap_or_else(|| project.default_environment());
+    let outcome = app
+        .workloads
+        .run_now(&environment, &service)
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("environment `{environment}` is not brought up"),
+                Some("run `slipway up`"),
+            )
+        })?;
+    match outcome {
+        Ok(run) => Ok((StatusCode::CREATED, Json(RunStarted { service, run })).into_response()),
+        Err(e @ RuntimeError::UnknownService(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            Some("`slipway status` lists the services"),
+        )),
+        Err(e @ RuntimeError::NotCron(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            e.to_string(),
+            Some("only services with kind = \"cron\" have runs"),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            e.to_string(),
+            Some("wait for the current run to finish, or set concurrency = \"allow\""),
+        )),
+    }
 }

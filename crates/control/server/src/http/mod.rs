@@ -10,6 +10,7 @@ mod handlers;
 mod middleware;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -24,6 +25,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::workloads::Workloads;
+
 /// What every handler can reach.
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn Store>,
@@ -33,6 +36,10 @@ pub(crate) struct AppState {
     pub(crate) control: ControlInfo,
     /// The project as last loaded successfully (start-up or the latest apply).
     pub(crate) project: RwLock<Option<Project>>,
+    /// The environments' instances.
+    pub(crate) workloads: Arc<Workloads>,
+    /// Set when the shutdown should stop the workloads too (`slipway down`).
+    pub(crate) stop_workloads: AtomicBool,
 }
 
 impl AppState {
@@ -42,6 +49,7 @@ impl AppState {
         token: &str,
         shutdown: CancellationToken,
         control: ControlInfo,
+        workloads: Arc<Workloads>,
     ) -> Self {
         AppState {
             store,
@@ -50,6 +58,8 @@ impl AppState {
             shutdown,
             control,
             project: RwLock::new(None),
+            workloads,
+            stop_workloads: AtomicBool::new(false),
         }
     }
 
@@ -76,6 +86,7 @@ fn digest(token: &str) -> [u8; 32] {
         (name = "environments", description = "Applied configuration and status"),
         (name = "events", description = "The event log"),
         (name = "audit", description = "The audit log"),
+        (name = "services", description = "Service logs and runs"),
     )
 )]
 struct ApiDoc;
@@ -101,6 +112,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(handlers::annotate))
         .routes(routes!(handlers::list_audit))
         .routes(routes!(handlers::shutdown))
+        .routes(routes!(handlers::service_logs))
+        .routes(routes!(handlers::run_service))
 }
 
 /// The OpenAPI document of the API (also served at `/openapi.json`).

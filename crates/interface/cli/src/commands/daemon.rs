@@ -19,7 +19,8 @@ use crate::output;
 /// Longest a detached daemon may take to answer.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Longest `down` waits for the daemon to exit.
-const STOP_DEADLINE: Duration = Duration::from_secs(60);
+// Instances get their grace periods (30s by default) before the control plane exits.
+const STOP_DEADLINE: Duration = Duration::from_secs(120);
 
 pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
     // Check the file here, where errors print with their source lines.
@@ -213,7 +214,7 @@ pub(crate) async fn down(ctx: &Context) -> Result<u8, CliError> {
         return Ok(0);
     };
     match Client::connect(&ctx.state).await {
-        Ok(client) => client.post_empty("/v1/shutdown").await?,
+        Ok(client) => client.post_empty("/v1/shutdown?workloads=stop").await?,
         Err(e) => {
             if alive(info.pid) {
                 return Err(e);

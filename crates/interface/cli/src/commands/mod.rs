@@ -23,6 +23,10 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         Command::Events { follow, limit } => observe::events(ctx, follow, limit).await,
         Command::Audit { limit } => observe::audit(ctx, limit).await,
         Command::Annotate { message } => observe::annotate(ctx, message).await,
+        Command::Logs(args) => observe::logs(ctx, args).await,
+        Command::Cron(crate::args::CronCommand::Run { name }) => {
+            observe::cron_run(ctx, &name).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -2,7 +2,7 @@
 //! `annotate`, which writes a note to the event log.
 
 use futures_util::StreamExt as _;
-use slipway_api::{AnnotationRequest, AuditEntry, Event, StatusReport};
+use slipway_api::{AnnotationRequest, AuditEntry, Event, LogLine, RunStarted, StatusReport};
 
 use crate::Context;
 use crate::client::Client;
@@ -32,7 +32,16 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
         report.control.pid,
         report.control.listen,
     );
-    let mut services = output::table(["SERVICE", "KIND", "PORT", "READY", "TRAFFIC"]);
+    let mut services = output::table([
+        "SERVICE",
+        "KIND",
+        "STATE",
+        "PORT",
+        "READY",
+        "RESTARTS",
+        "TRAFFIC",
+        "LAST EXIT",
+    ]);
     for s in &report.services {
         let ready = s.instances.iter().filter(|i| i.health == "healthy").count();
         let traffic = if s.traffic.is_empty() {
@@ -44,12 +53,22 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let ready = if s.kind == "cron" {
+            s.next_run.map_or("-".to_string(), |t| {
+                format!("next {}", t.strftime("%H:%M:%S"))
+            })
+        } else {
+            format!("{ready}/{}", s.replicas)
+        };
         services.add_row([
             s.name.clone(),
             s.kind.clone(),
+            s.state.clone(),
             output::or_dash(s.port),
-            format!("{ready}/{}", s.replicas),
+            ready,
+            s.restarts.to_string(),
             traffic,
+            s.last_exit.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     println!("{services}");
@@ -60,9 +79,23 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
         .collect();
     if !instances.is_empty() {
         let mut table = output::table([
-            "INSTANCE", "SERVICE", "PID", "PORT", "RELEASE", "STATE", "HEALTH",
+            "INSTANCE",
+            "SERVICE",
+            "PID",
+            "PORT",
+            "RELEASE",
+            "STATE",
+            "HEALTH",
+            "CPU",
+            "MEM",
+            "LAST CHECK",
         ]);
         for (s, i) in instances {
+            let health = if i.adopted {
+                format!("{} (adopted)", i.health)
+            } else {
+                i.health.clone()
+            };
             table.add_row([
                 i.id.clone(),
                 s.name.clone(),
@@ -70,7 +103,11 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
                 output::or_dash(i.port),
                 i.release.clone(),
                 i.state.clone(),
-                i.health.clone(),
+                health,
+                i.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
+                i.rss_bytes
+                    .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+                i.checks.last().map_or("-".into(), |c| c.detail.clone()),
             ]);
         }
         println!("\n{table}");
@@ -191,6 +228,134 @@ pub(crate) async fn annotate(ctx: &Context, message: String) -> Result<u8, CliEr
         output::json(&event);
     } else {
         println!("annotation {} recorded", event.id);
+    }
+    Ok(0)
+}
+
+/// `slipway logs SERVICE`: the newest lines, then (with `-f`) new ones as they come.
+pub(crate) async fn logs(ctx: &Context, args: crate::args::LogsArgs) -> Result<u8, CliError> {
+    let client = Client::connect(&ctx.state).await?;
+    let since = match &args.since {
+        None => None,
+        Some(text) => Some(parse_since(text)?),
+    };
+    let mut query = vec![("limit".to_string(), args.limit.to_string())];
+    if let Some(env) = &ctx.env {
+        query.push(("env".into(), env.clone()));
+    }
+    if let Some(level) = &args.level {
+        query.push(("level".into(), level.clone()));
+    }
+    if let Some(grep) = &args.grep {
+        query.push(("grep".into(), grep.clone()));
+    }
+    let path = |extra: Option<(&str, String)>| {
+        let mut q = query.clone();
+        if let Some((k, v)) = extra {
+            q.push((k.to_string(), v));
+        }
+        let encoded: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect();
+        format!("/v1/services/{}/logs?{}", args.service, encoded.join("&"))
+    };
+    let first = path(since.map(|t| ("since", t.to_string())));
+    let lines: Vec<LogLine> = client.get(&first).await?;
+    let mut last = lines.last().map(|l| l.ts);
+    for line in &lines {
+        print_log(ctx, line);
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let next = path(last.map(|t| ("after", t.to_string())));
+        let lines: Vec<LogLine> = client.get(&next).await?;
+        for line in &lines {
+            print_log(ctx, line);
+        }
+        if let Some(l) = lines.last() {
+            last = Some(l.ts);
+        }
+    }
+}
+
+fn parse_since(text: &str) -> Result<jiff::Timestamp, CliError> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let ago: slipway_spec::units::Duration = text.parse().map_err(|_| {
+        CliError::new(format!("`--since {text}` is neither a duration nor a time"))
+            .hint("write a duration such as 10m or 2h, or a time such as 2026-11-22T10:00:00Z")
+    })?;
+    let span = jiff::SignedDuration::try_from(ago.std()).unwrap_or(jiff::SignedDuration::MAX);
+    Ok(jiff::Timestamp::now()
+        .checked_sub(span)
+        .unwrap_or(jiff::Timestamp::MIN))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_log(ctx: &Context, line: &LogLine) {
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string(line).expect("log lines serialize")
+        );
+        return;
+    }
+    let level = line
+        .level
+        .as_deref()
+        .map(|l| format!(" {}", l.to_uppercase()))
+        .unwrap_or_default();
+    let fields = if line.fields.is_empty() {
+        String::new()
+    } else {
+        let kv: Vec<String> = line
+            .fields
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        format!("  {}", kv.join(" "))
+    };
+    println!(
+        "{} {}{level} {}{fields}",
+        line.ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        line.instance,
+        line.message
+    );
+}
+
+/// `slipway cron run NAME`.
+pub(crate) async fn cron_run(ctx: &Context, name: &str) -> Result<u8, CliError> {
+    let client = Client::connect(&ctx.state).await?;
+    let path = match &ctx.env {
+        Some(env) => format!("/v1/services/{name}/runs?env={env}"),
+        None => format!("/v1/services/{name}/runs"),
+    };
+    let started: RunStarted = client.post(&path, &serde_json::json!({})).await?;
+    if ctx.json {
+        output::json(&started);
+    } else {
+        println!(
+            "started {} run {} (`slipway logs {}` shows its output)",
+            started.service, started.run, started.service
+        );
     }
     Ok(0)
 }

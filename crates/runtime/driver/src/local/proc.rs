@@ -1,0 +1,67 @@
+//! What `/proc` says about a process: its identity (pid + start time), whether it still runs,
+//! and the CPU and memory of its process group.
+
+use crate::driver::{ProcessIdentity, Usage};
+
+/// The identity of a running process, or `None` if there is none (or only a zombie).
+pub fn identity(pid: u32) -> Option<ProcessIdentity> {
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
+    if stat.state == 'Z' || stat.state == 'X' {
+        return None;
+    }
+    Some(ProcessIdentity {
+        pid,
+        start_ticks: stat.starttime,
+    })
+}
+
+/// Whether `who` still runs as the same process (not a recycled pid).
+pub fn is_alive(who: &ProcessIdentity) -> bool {
+    identity(who.pid).is_some_and(|now| now.start_ticks == who.start_ticks)
+}
+
+/// Whether any process of group `pgid` still exists (zombies included: they are about to be
+/// reaped, and counting them keeps "the group is gone" strict).
+pub fn group_exists(pgid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::ESRCH) => false,
+        // EPERM: it exists but is not ours.
+        Err(_) => true,
+    }
+}
+
+/// CPU and memory of every process in group `pgid`.
+pub fn group_usage(pgid: u32) -> Option<Usage> {
+    let pgid = i32::try_from(pgid).ok()?;
+    let ticks = procfs::ticks_per_second().max(1);
+    let page = procfs::page_size();
+    let mut usage = Usage::default();
+    for process in procfs::process::all_processes().ok()?.flatten() {
+        let Ok(stat) = process.stat() else {
+            continue;
+        };
+        if stat.pgrp != pgid || stat.state == 'Z' {
+            continue;
+        }
+        usage.cpu_ms += (stat.utime + stat.stime) * 1000 / ticks;
+        usage.rss_bytes += stat.rss * page;
+        usage.processes += 1;
+    }
+    (usage.processes > 0).then_some(usage)
+}
+
+/// The start time of `pid` even if it has already exited but is not yet reaped.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
+}
