@@ -30,7 +30,7 @@ fn quickstart_detaches_answers_status_and_stops() {
     assert!(alive(pid));
     let status = project.json(&["status"]);
     assert_eq!(status["environment"], "staging");
-    assert_eq!(status["release"], Value::Null);
+    assert_eq!(status["release"]["id"], "r1");
     let names: Vec<&str> = status["services"]
         .as_array()
         .unwrap()
@@ -45,6 +45,12 @@ fn quickstart_detaches_answers_status_and_stops() {
     let production = project.json(&["--env", "production", "status"]);
     assert_eq!(production["environment"], "production");
     assert_eq!(production["services"][0]["replicas"], 3);
+    assert_eq!(
+        production["release"],
+        Value::Null,
+        "production is not brought up"
+    );
+    assert_eq!(production["services"][0]["state"], "not-running");
     let stopped = project.json(&["down"]);
     assert_eq!(stopped["status"], "stopped");
     assert!(!alive(pid), "the daemon is gone after down");

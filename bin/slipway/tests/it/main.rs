@@ -5,4 +5,6 @@
 
 mod cli;
 mod daemon;
+mod driver;
+mod runtime;
 mod support;

@@ -120,6 +120,11 @@ impl Project {
 
     /// Starts `slipway up` in the foreground on a free port and waits until it answers.
     pub(crate) fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables (secret values, say).
+    pub(crate) fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(
             self.dir
                 .path()
@@ -129,6 +134,7 @@ impl Project {
         let child = self
             .command()
             .args(["up", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -224,6 +230,89 @@ impl Drop for Daemon {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// A process recorded by the local driver: `(pid, start ticks)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) pid: u32,
+    pub(crate) start_ticks: u64,
+}
+
+/// The start time of `pid` (`/proc/PID/stat` field 22), if it runs (zombies, which only wait
+/// for their parent to reap them, do not count).
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split_whitespace();
+    // Field 3 (the state) is the first after the name; field 22 is the start time.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Running (not zombie) processes of a process group, from `/proc`.
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // Fields 3 (state) and 5 (process group).
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Every instance process and shim the local driver ever recorded for this project.
+pub(crate) fn recorded_processes(state: &StateDir) -> Vec<Recorded> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(state.root().join("instances")) else {
+        return out;
+    };
+    for dir in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(dir.path().join("instance.json")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for key in ["process", "keeper"] {
+            if let (Some(pid), Some(ticks)) =
+                (v[key]["pid"].as_u64(), v[key]["start_ticks"].as_u64())
+            {
+                out.push(Recorded {
+                    pid: pid as u32,
+                    start_ticks: ticks,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Project {
+    /// Tests that kill the control plane leave instances behind by design; kill them (only
+    /// processes whose start time still matches the record) so no test leaks processes.
+    fn drop(&mut self) {
+        for p in recorded_processes(&self.state()) {
+            if p.pid > 1 && start_ticks(p.pid) == Some(p.start_ticks) {
+                let pid = nix::unistd::Pid::from_raw(p.pid as i32);
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 }

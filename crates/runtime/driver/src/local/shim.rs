@@ -68,7 +68,7 @@ fn run(dir: &Path) -> std::io::Result<()> {
 
     let spawned = Command::new("/bin/sh")
         .arg("-c")
-        .arg(&config.command)
+        .arg(shell_command(&config.command))
         .current_dir(&config.cwd)
         .process_group(0)
         .stdin(Stdio::null())
@@ -157,6 +157,15 @@ fn run(dir: &Path) -> std::io::Result<()> {
     });
 
     let status = child.wait()?;
+    // The instance is its main process: what it leaves behind in its group goes with it (as
+    // with systemd's control-group kill mode), so nothing orphaned keeps running or holds the
+    // output pipes open.
+    if let Ok(group) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let exit = Exit {
         code: status.code(),
         signal: status.signal(),
@@ -173,4 +182,46 @@ fn run(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Shell words that cannot follow `exec`.
+const NOT_EXECUTABLE: &[&str] = &[
+    "exit", "cd", "export", "set", "trap", "wait", ".", "source", "eval", "read", "shift",
+    "return", "exec", "if", "while", "for", "case", "until", "{", "!", "ulimit", "umask",
+];
+
+/// A simple command runs as `exec COMMAND`, so the instance's main process is the program
+/// itself (signals reach it, its exit status is the instance's) rather than a shell around
+/// it. Anything with shell syntax is run as written.
+pub fn shell_command(command: &str) -> String {
+    let first = command.split_whitespace().next().unwrap_or("");
+    let syntax = command
+        .chars()
+        .any(|c| matches!(c, ';' | '&' | '|' | '(' | ')' | '<' | '>' | '\n' | '`'));
+    if syntax || first.contains('=') || NOT_EXECUTABLE.contains(&first) || first.is_empty() {
+        command.to_string()
+    } else {
+        format!("exec {command}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_command;
+
+    #[test]
+    fn simple_commands_are_execed_and_shell_syntax_is_left_alone() {
+        assert_eq!(
+            shell_command("slipway-sample web"),
+            "exec slipway-sample web"
+        );
+        assert_eq!(
+            shell_command("./run --port $PORT"),
+            "exec ./run --port $PORT"
+        );
+        assert_eq!(shell_command("exit 1"), "exit 1");
+        assert_eq!(shell_command("FOO=1 app"), "FOO=1 app");
+        assert_eq!(shell_command("a && b"), "a && b");
+        assert_eq!(shell_command("echo a; exit 1"), "echo a; exit 1");
+    }
 }
