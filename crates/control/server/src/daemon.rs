@@ -75,6 +75,9 @@ pub enum DaemonError {
     /// `[control] listen` is not an address.
     #[error("`{0}` is not an address and port")]
     BadListen(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
     /// Randomness for the token was unavailable.
     #[error("cannot generate the admin token")]
     Random(#[source] getrandom::Error),
@@ -89,6 +92,9 @@ fn new_token() -> Result<String, DaemonError> {
 
 /// Runs the daemon until SIGTERM, SIGINT or `POST /v1/shutdown`.
 pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
+    // Registered before anything else, so a signal during start-up is handled, not fatal.
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let project = match environments::load_project(&options.file) {
         Ok(p) => p,
         Err(ApplyError::Invalid(report)) => return Err(DaemonError::Invalid(report)),
@@ -200,12 +206,6 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let signals = shutdown.clone();
     let signal_app = app.clone();
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received; stopping (instances keep running)"),
             _ = int.recv() => {
