@@ -603,3 +603,135 @@ start = "echo plain; echo '{\"level\":\"warn\",\"msg\":\"careful\"}'; echo '{\"l
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn cron_runs_on_schedule_and_a_run_over_its_timeout_is_stopped() {
+    let project = Project::new(
+        r#"
+[project]
+name = "tick"
+
+[services.tick]
+kind = "cron"
+start = "echo tick; exec sleep 30"
+schedule = "*/2 * * * * *"
+timeout = "1s"
+"#,
+    );
+    let _daemon = project.start();
+    let status = wait_for("two scheduled runs", Duration::from_secs(30), || {
+        let status = project.json(&["status"]);
+        let runs = service(&status, "tick")["runs"].as_array()?.clone();
+        (runs.iter().filter(|r| r["outcome"] == "timed-out").count() >= 2).then_some(status)
+    });
+    for r in service(&status, "tick")["runs"].as_array().unwrap() {
+        assert_eq!(r["trigger"], "schedule");
+        if r["outcome"] == "timed-out" {
+            let ms = r["duration_ms"].as_u64().unwrap();
+            assert!(
+                (1000..5000).contains(&ms),
+                "stopped after its 1s timeout: {r}"
+            );
+        }
+    }
+    assert!(
+        events_of(&project, "cron.skipped").is_empty(),
+        "a 1s run never overlaps a 2s schedule"
+    );
+    project.ok(&["down"]);
+    no_process_left(&project);
+}
+
+#[test]
+fn a_failing_liveness_check_restarts_the_instance() {
+    let project = Project::new(
+        r#"
+[project]
+name = "live"
+
+[services.web]
+port = 0
+start = "slipway-sample web"
+health = { path = "/health", interval = "200ms" }
+liveness = { path = "/health", interval = "200ms", unhealthy_threshold = 2 }
+restart = { backoff = "100ms" }
+"#,
+    );
+    let _daemon = project.start();
+    let status = wait_healthy(&project, &[("web", 1)], Duration::from_secs(30));
+    let old = instances(&status, "web")[0].clone();
+    let port = old["port"].as_u64().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        ::reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/admin/unhealthy"))
+            .send()
+            .await
+            .unwrap();
+    });
+    wait_for("a fresh, healthy instance", Duration::from_secs(20), || {
+        let status = project.json(&["status"]);
+        let list = instances(&status, "web");
+        (list.len() == 1 && list[0]["pid"] != old["pid"] && list[0]["health"] == "healthy")
+            .then_some(())
+    });
+    let unhealthy = events_of(&project, "instance.unhealthy");
+    assert!(
+        unhealthy
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("liveness")),
+        "{unhealthy:#?}"
+    );
+    let restarting = events_of(&project, "instance.restarting");
+    assert!(
+        restarting[0]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("liveness check failed"),
+        "{restarting:#?}"
+    );
+}
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_are_written() {
+    use std::io::BufRead;
+    let project = Project::new(
+        r#"
+[project]
+name = "follow"
+
+[services.worker]
+kind = "worker"
+start = "slipway-sample worker"
+env = { SAMPLE_JOB_MS = "100" }
+"#,
+    );
+    let _daemon = project.start();
+    let mut child = project
+        .command()
+        .args(["logs", "worker", "-f", "--limit", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut jobs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while jobs.len() < 5 && Instant::now() < deadline {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(n) = line.split("job ").nth(1).and_then(|r| r.split(' ').next()) {
+            if line.contains("finished") {
+                jobs.push(n.parse::<u64>().unwrap());
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(jobs.len() >= 5, "followed {jobs:?}");
+    assert!(
+        jobs.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost or repeated: {jobs:?}"
+    );
+}

@@ -273,7 +273,8 @@ pub struct LogsQuery {
     pub level: Option<String>,
     /// Only records containing this text.
     pub grep: Option<String>,
-    /// At most this many of the newest records (default 200).
+    /// At most this many records (default 200): the newest, or with `after`, the oldest after
+    /// it, so a follower pages forward without losing lines.
     pub limit: Option<usize>,
 }
 

@@ -178,7 +178,8 @@ pub struct LogFilter {
     pub level: Option<String>,
     /// Only records whose message or fields contain this text.
     pub grep: Option<String>,
-    /// At most this many of the newest records.
+    /// At most this many records: the newest ones, or with `after`, the oldest ones after it
+    /// (so a follower pages forward without losing lines).
     pub limit: Option<usize>,
 }
 
@@ -254,13 +255,17 @@ pub fn read_dir(dir: &Path, instance: &str, filter: &LogFilter) -> Vec<LogRecord
     out
 }
 
-/// Merges several instances' records by time and keeps the newest `limit`.
-pub fn merge(mut records: Vec<LogRecord>, limit: Option<usize>) -> Vec<LogRecord> {
+/// Merges several instances' records by time and applies the filter's `limit`.
+pub fn merge(mut records: Vec<LogRecord>, filter: &LogFilter) -> Vec<LogRecord> {
     records.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.instance.cmp(&b.instance)));
-    if let Some(limit) = limit
+    if let Some(limit) = filter.limit
         && records.len() > limit
     {
-        records.drain(..records.len() - limit);
+        if filter.after.is_some() {
+            records.truncate(limit);
+        } else {
+            records.drain(..records.len() - limit);
+        }
     }
     records
 }

@@ -239,7 +239,7 @@ pub(crate) async fn logs(ctx: &Context, args: crate::args::LogsArgs) -> Result<u
         None => None,
         Some(text) => Some(parse_since(text)?),
     };
-    let mut query = vec![("limit".to_string(), args.limit.to_string())];
+    let mut query: Vec<(String, String)> = Vec::new();
     if let Some(env) = &ctx.env {
         query.push(("env".into(), env.clone()));
     }
@@ -249,19 +249,20 @@ pub(crate) async fn logs(ctx: &Context, args: crate::args::LogsArgs) -> Result<u
     if let Some(grep) = &args.grep {
         query.push(("grep".into(), grep.clone()));
     }
-    let path = |extra: Option<(&str, String)>| {
+    let path = |extra: Vec<(&str, String)>| {
         let mut q = query.clone();
-        if let Some((k, v)) = extra {
-            q.push((k.to_string(), v));
-        }
+        q.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
         let encoded: Vec<String> = q
             .iter()
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
             .collect();
         format!("/v1/services/{}/logs?{}", args.service, encoded.join("&"))
     };
-    let first = path(since.map(|t| ("since", t.to_string())));
-    let lines: Vec<LogLine> = client.get(&first).await?;
+    let mut first = vec![("limit", args.limit.to_string())];
+    if let Some(t) = since {
+        first.push(("since", t.to_string()));
+    }
+    let lines: Vec<LogLine> = client.get(&path(first)).await?;
     let mut last = lines.last().map(|l| l.ts);
     for line in &lines {
         print_log(ctx, line);
@@ -269,15 +270,22 @@ pub(crate) async fn logs(ctx: &Context, args: crate::args::LogsArgs) -> Result<u
     if !args.follow {
         return Ok(0);
     }
+    const PAGE: usize = 1000;
     loop {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let next = path(last.map(|t| ("after", t.to_string())));
-        let lines: Vec<LogLine> = client.get(&next).await?;
+        let mut next = vec![("limit", PAGE.to_string())];
+        if let Some(t) = last {
+            next.push(("after", t.to_string()));
+        }
+        let lines: Vec<LogLine> = client.get(&path(next)).await?;
         for line in &lines {
             print_log(ctx, line);
         }
         if let Some(l) = lines.last() {
             last = Some(l.ts);
+        }
+        // A full page means more is waiting; otherwise wait for new lines.
+        if lines.len() < PAGE {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
 }

@@ -336,6 +336,6 @@ impl Driver for LocalDriver {
             .filter(|(_, i, _)| i.service == service)
             .flat_map(|(dir, i, _)| logs::read_dir(&dir, &i.id, filter))
             .collect();
-        Ok(logs::merge(records, filter.limit))
+        Ok(logs::merge(records, filter))
     }
 }
