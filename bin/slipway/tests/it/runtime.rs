@@ -721,10 +721,10 @@ env = { SAMPLE_JOB_MS = "100" }
     let deadline = Instant::now() + Duration::from_secs(20);
     while jobs.len() < 5 && Instant::now() < deadline {
         let line = lines.next().unwrap().unwrap();
-        if let Some(n) = line.split("job ").nth(1).and_then(|r| r.split(' ').next()) {
-            if line.contains("finished") {
-                jobs.push(n.parse::<u64>().unwrap());
-            }
+        if let Some(n) = line.split("job ").nth(1).and_then(|r| r.split(' ').next())
+            && line.contains("finished")
+        {
+            jobs.push(n.parse::<u64>().unwrap());
         }
     }
     child.kill().unwrap();
