@@ -111,6 +111,30 @@ pub async fn exit_status_is_reported(make: &MakeDriver) {
     assert!(!exit.success());
 }
 
+/// `wait` resolves when the instance ends, with its status, and at once once it has ended.
+pub async fn wait_resolves_when_it_ends(make: &MakeDriver) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let driver = make(&root.path().join("driver"));
+    let instance = driver
+        .start(&spec("w-0", "sleep 0.3; exit 4", root.path()))
+        .await
+        .expect("starts");
+    let exit = tokio::time::timeout(Duration::from_secs(20), driver.wait(&instance))
+        .await
+        .expect("ends in time")
+        .expect("wait");
+    assert_eq!(exit.code, Some(4));
+    assert_eq!(
+        driver.observe(&instance).await.expect("observe"),
+        Observed::Exited(exit)
+    );
+    let again = tokio::time::timeout(Duration::from_secs(1), driver.wait(&instance))
+        .await
+        .expect("at once")
+        .expect("wait");
+    assert_eq!(again, exit);
+}
+
 /// The instance sees exactly the environment it was given, in its working directory.
 pub async fn environment_and_cwd_are_applied(make: &MakeDriver) {
     let root = tempfile::tempdir().expect("tempdir");
@@ -280,6 +304,10 @@ macro_rules! driver_compliance_tests {
             #[tokio::test]
             async fn exit_status_is_reported() {
                 $crate::compliance::exit_status_is_reported(&*make()).await;
+            }
+            #[tokio::test]
+            async fn wait_resolves_when_it_ends() {
+                $crate::compliance::wait_resolves_when_it_ends(&*make()).await;
             }
             #[tokio::test]
             async fn environment_and_cwd_are_applied() {

@@ -239,6 +239,10 @@ pub trait Driver: Send + Sync + 'static {
     /// Whether it still runs.
     async fn observe(&self, instance: &Instance) -> Result<Observed, DriverError>;
 
+    /// Resolves when the instance ends (at once if it has), without polling where the
+    /// platform allows.
+    async fn wait(&self, instance: &Instance) -> Result<Exit, DriverError>;
+
     /// Every instance this driver started and has not [`removed`](Driver::remove), with a
     /// verdict on each (used to re-adopt instances after a control-plane restart).
     async fn list(&self) -> Result<Vec<Found>, DriverError>;

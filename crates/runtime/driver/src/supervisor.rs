@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{Driver, Exit, Found, Instance, InstanceSpec, LogPolicy, Observed, Verdict};
+use crate::driver::{Driver, Exit, Found, Instance, InstanceSpec, LogPolicy, Verdict};
 use crate::health::{self, CheckResult, Health, Tracker};
 use crate::logs::{LogFilter, LogRecord, Redactor};
 use crate::ports::PortAllocator;
@@ -39,8 +39,6 @@ const KEEP_CHECKS: usize = 10;
 const KEEP_RUNS: usize = 20;
 /// An instance that stayed up this long resets its service's backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// How often instances are looked at between checks.
-const TICK: Duration = Duration::from_millis(100);
 
 /// A release: what instances run. Builds happen once per release and service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -832,15 +830,24 @@ async fn watch(ctx: &Ctx, instance: &Instance, cancel: &CancellationToken) -> En
     let mut last_usage: Option<(Instant, u64)> = None;
     let mut next_usage = Instant::now();
     let target_env = &ctx.env;
+    let ended = ctx.driver.wait(instance);
+    tokio::pin!(ended);
     loop {
+        let due = [
+            readiness.as_ref().map(|p| p.next),
+            liveness.as_ref().map(|p| p.next),
+            Some(next_usage),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next_usage);
         tokio::select! {
             _ = cancel.cancelled() => return Ended::Cancelled,
-            _ = tokio::time::sleep(TICK) => {}
-        }
-        match ctx.driver.observe(instance).await {
-            Ok(Observed::Exited(exit)) => return Ended::Exited(exit),
-            Ok(Observed::Running) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot observe {}", instance.id),
+            exit = &mut ended => {
+                return Ended::Exited(exit.unwrap_or(Exit { code: None, signal: None, at: Timestamp::now() }));
+            }
+            _ = tokio::time::sleep_until(due) => {}
         }
         let now = Instant::now();
         let uptime = now.saturating_duration_since(started);
@@ -1324,23 +1331,21 @@ async fn cron_run(
     let timeout = ctx.service.cron.as_ref().and_then(|c| c.timeout);
     let deadline = timeout.map(|t| Instant::now() + t.std());
     let mut timed_out = false;
-    let exit = loop {
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                if !ctx.stop_on_cancel.load(Ordering::SeqCst) {
-                    lock(&active).retain(|a| a != &instance.id);
-                    return;
-                }
-                break ctx.stop_instance(&instance).await;
+    let ended = ctx.driver.wait(&instance);
+    tokio::pin!(ended);
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let exit = tokio::select! {
+        _ = cancel.cancelled() => {
+            if !ctx.stop_on_cancel.load(Ordering::SeqCst) {
+                lock(&active).retain(|a| a != &instance.id);
+                return;
             }
-            _ = tokio::time::sleep(TICK) => {}
+            ctx.stop_instance(&instance).await
         }
-        if let Ok(Observed::Exited(exit)) = ctx.driver.observe(&instance).await {
-            break exit;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        exit = &mut ended => exit.unwrap_or(Exit { code: None, signal: None, at: Timestamp::now() }),
+        _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
             timed_out = true;
-            break ctx.stop_instance(&instance).await;
+            ctx.stop_instance(&instance).await
         }
     };
     let finished = Timestamp::now();

@@ -137,6 +137,21 @@ async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A pidfd for `who`, if it still runs as the same process (checked after opening, so the
+/// descriptor is known to refer to it).
+fn pidfd(who: &ProcessIdentity) -> Option<std::os::fd::OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(who.pid).ok()?)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    proc::is_alive(who).then_some(fd)
+}
+
+/// Where pidfds are unavailable: look every 250ms.
+async fn poll_until_gone(who: &ProcessIdentity) {
+    while proc::is_alive(who) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn pgid(instance: &Instance) -> Pid {
     Pid::from_raw(i32::try_from(instance.process.pid).unwrap_or(i32::MAX))
 }
@@ -167,6 +182,29 @@ impl Driver for LocalDriver {
             },
         )
         .map_err(|e| DriverError::io("write the shim's configuration", e))?;
+        // The record exists before the process does, so a control plane that dies at any
+        // point of the start leaves something the next one can find and clean up.
+        let mut instance = Instance {
+            id: spec.id.clone(),
+            service: spec.service.clone(),
+            environment: spec.environment.clone(),
+            release: spec.release.clone(),
+            slot: spec.slot,
+            port: spec.port,
+            fingerprint: spec.fingerprint.clone(),
+            process: ProcessIdentity {
+                pid: 0,
+                start_ticks: 0,
+            },
+            keeper: None,
+            started_at: Timestamp::now(),
+            run_dir: dir.clone(),
+        };
+        let record = |instance: &Instance| {
+            write_json(&dir.join(INSTANCE_FILE), instance)
+                .map_err(|e| DriverError::io("record the instance", e))
+        };
+        record(&instance)?;
         let shim_log = std::fs::File::create(dir.join(SHIM_LOG))
             .map_err(|e| DriverError::io("create the shim log", e))?;
         let mut command = tokio::process::Command::new(&self.shim.program);
@@ -191,16 +229,17 @@ impl Driver for LocalDriver {
             id: spec.id.clone(),
             reason: format!("cannot run the shim {}: {e}", self.shim.program.display()),
         })?;
-        let shim_pid = shim_process.id().unwrap_or(0);
-        let keeper = proc::identity(shim_pid);
+        instance.keeper = proc::identity(shim_process.id().unwrap_or(0));
+        record(&instance)?;
         let child_file = dir.join(shim::CHILD_FILE);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let child: ProcessIdentity = loop {
+        instance.process = loop {
             if let Some(child) = read_json(&child_file) {
                 break child;
             }
             if let Ok(Some(status)) = shim_process.try_wait() {
                 let log = std::fs::read_to_string(dir.join(SHIM_LOG)).unwrap_or_default();
+                let _ = std::fs::write(dir.join(REMOVED_FILE), b"");
                 return Err(DriverError::Start {
                     id: spec.id.clone(),
                     reason: format!("the shim exited ({status}): {}", log.trim()),
@@ -208,6 +247,7 @@ impl Driver for LocalDriver {
             }
             if Instant::now() >= deadline {
                 let _ = shim_process.start_kill();
+                let _ = std::fs::write(dir.join(REMOVED_FILE), b"");
                 return Err(DriverError::Start {
                     id: spec.id.clone(),
                     reason: "the shim did not start the instance within 10s".to_string(),
@@ -219,21 +259,7 @@ impl Driver for LocalDriver {
         tokio::spawn(async move {
             let _ = shim_process.wait().await;
         });
-        let instance = Instance {
-            id: spec.id.clone(),
-            service: spec.service.clone(),
-            environment: spec.environment.clone(),
-            release: spec.release.clone(),
-            slot: spec.slot,
-            port: spec.port,
-            fingerprint: spec.fingerprint.clone(),
-            process: child,
-            keeper,
-            started_at: Timestamp::now(),
-            run_dir: dir.clone(),
-        };
-        write_json(&dir.join(INSTANCE_FILE), &instance)
-            .map_err(|e| DriverError::io("record the instance", e))?;
+        record(&instance)?;
         Ok(instance)
     }
 
@@ -289,11 +315,62 @@ impl Driver for LocalDriver {
         })))
     }
 
+    async fn wait(&self, instance: &Instance) -> Result<Exit, DriverError> {
+        if let Some(exit) = self.exit_of(instance) {
+            return Ok(exit);
+        }
+        match pidfd(&instance.process) {
+            // The kernel wakes us when the process ends: no polling, whoever its parent is.
+            // `with_interest` is deprecated for descriptors the caller might close while
+            // registered; this one is owned by the `AsyncFd` and closed only with it, and its
+            // replacement is `unsafe`, which this workspace forbids.
+            #[allow(deprecated)]
+            Some(fd) => {
+                match tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE) {
+                    Ok(fd) => {
+                        let _ = fd.readable().await;
+                    }
+                    Err(_) => poll_until_gone(&instance.process).await,
+                }
+            }
+            None => poll_until_gone(&instance.process).await,
+        }
+        // The shim records the exit once it has drained the output.
+        let keeper_alive = || instance.keeper.as_ref().is_some_and(proc::is_alive);
+        wait_until(Instant::now() + Duration::from_secs(5), || {
+            self.exit_of(instance).is_some() || !keeper_alive()
+        })
+        .await;
+        Ok(self.exit_of(instance).unwrap_or(Exit {
+            code: None,
+            signal: None,
+            at: Timestamp::now(),
+        }))
+    }
+
     async fn list(&self) -> Result<Vec<Found>, DriverError> {
         let mut found = Vec::new();
-        for (_, instance, removed) in self.records() {
+        for (dir, mut instance, removed) in self.records() {
             if removed {
                 continue;
+            }
+            if instance.process.pid == 0 {
+                // The control plane died while starting it: the shim may have started the
+                // instance (its identity is in child.json) or not yet.
+                match read_json::<ProcessIdentity>(&dir.join(shim::CHILD_FILE)) {
+                    Some(child) if child.pid != 0 => {
+                        instance.process = child;
+                        let _ = write_json(&dir.join(INSTANCE_FILE), &instance);
+                    }
+                    _ => {
+                        if let Some(keeper) = instance.keeper.filter(proc::is_alive) {
+                            let _ = killpg(
+                                Pid::from_raw(i32::try_from(keeper.pid).unwrap_or(i32::MAX)),
+                                KernelSignal::SIGKILL,
+                            );
+                        }
+                    }
+                }
             }
             let verdict = if let Some(exit) = self.exit_of(&instance) {
                 Verdict::Exited(exit)
