@@ -468,7 +468,7 @@ env = { SAMPLE_PRINT = "API_TOKEN" }
         "{human}"
     );
     project.ok(&["down"]);
-    for file in walk(project.dir.path()) {
+    for file in slipway_runtime::compliance::files_under(project.dir.path()) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(
             !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
@@ -476,19 +476,6 @@ env = { SAMPLE_PRINT = "API_TOKEN" }
             file.display()
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -231,7 +231,7 @@ pub async fn logs_are_parsed_and_redacted(make: &MakeDriver) {
         .await
         .expect("logs");
     assert_eq!(errors.len(), 1, "level filter: {errors:?}");
-    for file in walk(root.path()) {
+    for file in files_under(root.path()) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         assert!(
             !String::from_utf8_lossy(&bytes).contains("tok-5ecret-value"),
@@ -241,12 +241,13 @@ pub async fn logs_are_parsed_and_redacted(make: &MakeDriver) {
     }
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir`, recursively (to check that a secret was stored nowhere).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if p.is_dir() {
-            out.extend(walk(&p));
+            out.extend(files_under(&p));
         } else {
             out.push(p);
         }

@@ -121,6 +121,15 @@ pub struct Exit {
 }
 
 impl Exit {
+    /// An end nobody saw: neither status nor signal is known.
+    pub fn vanished() -> Self {
+        Exit {
+            code: None,
+            signal: None,
+            at: Timestamp::now(),
+        }
+    }
+
     /// Exited with status 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)

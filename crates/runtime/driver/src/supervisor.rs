@@ -756,11 +756,7 @@ impl Ctx {
                 self.service.stop_grace.std(),
             )
             .await
-            .unwrap_or(Exit {
-                code: None,
-                signal: None,
-                at: Timestamp::now(),
-            });
+            .unwrap_or(Exit::vanished());
         self.event(
             NewEvent::info(
                 "instance.stopped",
@@ -819,6 +815,20 @@ impl<'a> ProbeState<'a> {
             next: Instant::now(),
         }
     }
+
+    /// Runs the check, schedules the next one, and returns the result and the new health if
+    /// it changed (failures in the start period do not count).
+    async fn run(
+        &mut self,
+        client: &reqwest::Client,
+        target: &health::Target<'_>,
+    ) -> (CheckResult, Option<Health>) {
+        let result = health::check(client, self.probe, target).await;
+        self.next = Instant::now() + self.probe.interval.std();
+        let counts = target.uptime >= self.probe.start_period.std();
+        let changed = self.tracker.record(result.ok, counts);
+        (result, changed)
+    }
 }
 
 /// Watches one instance until it ends, fails liveness, or the task is cancelled.
@@ -845,7 +855,7 @@ async fn watch(ctx: &Ctx, instance: &Instance, cancel: &CancellationToken) -> En
         tokio::select! {
             _ = cancel.cancelled() => return Ended::Cancelled,
             exit = &mut ended => {
-                return Ended::Exited(exit.unwrap_or(Exit { code: None, signal: None, at: Timestamp::now() }));
+                return Ended::Exited(exit.unwrap_or(Exit::vanished()));
             }
             _ = tokio::time::sleep_until(due) => {}
         }
@@ -861,13 +871,10 @@ async fn watch(ctx: &Ctx, instance: &Instance, cancel: &CancellationToken) -> En
         if let Some(p) = readiness.as_mut()
             && now >= p.next
         {
-            let result = tokio::select! {
+            let (result, changed) = tokio::select! {
                 _ = cancel.cancelled() => return Ended::Cancelled,
-                r = health::check(&ctx.client, p.probe, &target) => r,
+                r = p.run(&ctx.client, &target) => r,
             };
-            p.next = Instant::now() + p.probe.interval.std();
-            let counts = uptime >= p.probe.start_period.std();
-            let changed = p.tracker.record(result.ok, counts);
             let health = p.tracker.health;
             ctx.update_instance(&instance.id, |i| {
                 i.health = health.as_str().into();
@@ -925,13 +932,11 @@ async fn watch(ctx: &Ctx, instance: &Instance, cancel: &CancellationToken) -> En
         if let Some(p) = liveness.as_mut()
             && now >= p.next
         {
-            let result = tokio::select! {
+            let (result, changed) = tokio::select! {
                 _ = cancel.cancelled() => return Ended::Cancelled,
-                r = health::check(&ctx.client, p.probe, &target) => r,
+                r = p.run(&ctx.client, &target) => r,
             };
-            p.next = Instant::now() + p.probe.interval.std();
-            let counts = uptime >= p.probe.start_period.std();
-            if p.tracker.record(result.ok, counts) == Some(Health::Unhealthy) {
+            if changed == Some(Health::Unhealthy) {
                 return Ended::LivenessFailed(result.detail);
             }
         }
@@ -1342,7 +1347,7 @@ async fn cron_run(
             }
             ctx.stop_instance(&instance).await
         }
-        exit = &mut ended => exit.unwrap_or(Exit { code: None, signal: None, at: Timestamp::now() }),
+        exit = &mut ended => exit.unwrap_or(Exit::vanished()),
         _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
             timed_out = true;
             ctx.stop_instance(&instance).await

@@ -93,6 +93,17 @@ impl LocalDriver {
         read_json(&instance.run_dir.join(shim::EXIT_FILE))
     }
 
+    /// The exit the shim records once it has drained the output (`fallback` if the shim is
+    /// gone without recording one).
+    async fn recorded_exit(&self, instance: &Instance, fallback: Exit) -> Exit {
+        let keeper_alive = || instance.keeper.as_ref().is_some_and(proc::is_alive);
+        wait_until(Instant::now() + Duration::from_secs(5), || {
+            self.exit_of(instance).is_some() || !keeper_alive()
+        })
+        .await;
+        self.exit_of(instance).unwrap_or(fallback)
+    }
+
     /// Directories of instances, with their records, removed ones included.
     fn records(&self) -> Vec<(PathBuf, Instance, bool)> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
@@ -285,17 +296,15 @@ impl Driver for LocalDriver {
                 .await;
             }
         }
-        // The shim records the exit once it has drained the output.
-        let keeper_alive = || instance.keeper.as_ref().is_some_and(proc::is_alive);
-        wait_until(Instant::now() + Duration::from_secs(5), || {
-            self.exit_of(instance).is_some() || !keeper_alive()
-        })
-        .await;
-        Ok(self.exit_of(instance).unwrap_or(Exit {
-            code: None,
-            signal: Some(KernelSignal::SIGKILL as i32),
-            at: Timestamp::now(),
-        }))
+        Ok(self
+            .recorded_exit(
+                instance,
+                Exit {
+                    signal: Some(KernelSignal::SIGKILL as i32),
+                    ..Exit::vanished()
+                },
+            )
+            .await)
     }
 
     async fn observe(&self, instance: &Instance) -> Result<Observed, DriverError> {
@@ -308,11 +317,9 @@ impl Driver for LocalDriver {
         }
         // Shim and instance both gone without a record: killed together (e.g. `kill -9` of
         // both). Re-check the file, which the shim may have written in between.
-        Ok(Observed::Exited(self.exit_of(instance).unwrap_or(Exit {
-            code: None,
-            signal: None,
-            at: Timestamp::now(),
-        })))
+        Ok(Observed::Exited(
+            self.exit_of(instance).unwrap_or(Exit::vanished()),
+        ))
     }
 
     async fn wait(&self, instance: &Instance) -> Result<Exit, DriverError> {
@@ -335,17 +342,7 @@ impl Driver for LocalDriver {
             }
             None => poll_until_gone(&instance.process).await,
         }
-        // The shim records the exit once it has drained the output.
-        let keeper_alive = || instance.keeper.as_ref().is_some_and(proc::is_alive);
-        wait_until(Instant::now() + Duration::from_secs(5), || {
-            self.exit_of(instance).is_some() || !keeper_alive()
-        })
-        .await;
-        Ok(self.exit_of(instance).unwrap_or(Exit {
-            code: None,
-            signal: None,
-            at: Timestamp::now(),
-        }))
+        Ok(self.recorded_exit(instance, Exit::vanished()).await)
     }
 
     async fn list(&self) -> Result<Vec<Found>, DriverError> {
@@ -379,11 +376,7 @@ impl Driver for LocalDriver {
             } else if proc::identity(instance.process.pid).is_some() {
                 Verdict::Recycled
             } else {
-                Verdict::Exited(Exit {
-                    code: None,
-                    signal: None,
-                    at: Timestamp::now(),
-                })
+                Verdict::Exited(Exit::vanished())
             };
             found.push(Found { instance, verdict });
         }
