@@ -6,5 +6,6 @@
 mod cli;
 mod daemon;
 mod driver;
+mod proxy;
 mod runtime;
 mod support;

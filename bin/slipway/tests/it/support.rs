@@ -282,16 +282,23 @@ pub(crate) fn recorded_processes(state: &StateDir) -> Vec<Recorded> {
     let Ok(dirs) = std::fs::read_dir(state.root().join("instances")) else {
         return out;
     };
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
     for dir in dirs.flatten() {
-        let Ok(text) = std::fs::read_to_string(dir.path().join("instance.json")) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        for key in ["process", "keeper"] {
-            if let (Some(pid), Some(ticks)) =
-                (v[key]["pid"].as_u64(), v[key]["start_ticks"].as_u64())
+        let record = read(dir.path().join("instance.json"));
+        // child.json too: the shim writes it before the record has the pid.
+        for v in [
+            &record["process"],
+            &record["keeper"],
+            &read(dir.path().join("child.json")),
+        ] {
+            if let (Some(pid), Some(ticks)) = (v["pid"].as_u64(), v["start_ticks"].as_u64())
+                && pid > 1
+                && !out.iter().any(|r: &Recorded| r.pid == pid as u32)
             {
                 out.push(Recorded {
                     pid: pid as u32,

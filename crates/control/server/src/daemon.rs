@@ -188,6 +188,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .await
         .map_err(DaemonError::Apply)?;
     tracing::info!(environment = %applied.environment, generation = applied.generation, "configuration applied");
+    workloads.start_dataplane().await;
     if let Ok(resolved) = project.resolve(&applied.environment) {
         workloads.apply(&resolved, applied.generation).await;
     }
@@ -264,6 +265,19 @@ fn workloads_for(
         state_dir.root().join("instances"),
         slipway_runtime::ShimCommand::new(&exe, &["__shim"]),
     );
+    let driver: Arc<dyn slipway_runtime::Driver> = Arc::new(driver);
+    let dataplane = match crate::dataplane::DataPlane::new(
+        driver.clone(),
+        store.clone(),
+        &state_dir.root().join("proxy"),
+        &exe,
+    ) {
+        Ok(d) => Some(Arc::new(d)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot prepare the proxy; services get no traffic");
+            None
+        }
+    };
     let secrets = project
         .config
         .secrets
@@ -271,7 +285,7 @@ fn workloads_for(
         .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
     Workloads::new(
-        Arc::new(driver),
+        driver,
         store,
         slipway_runtime::RuntimeOptions {
             bin_dir: exe.parent().map(std::path::Path::to_path_buf),
@@ -279,5 +293,6 @@ fn workloads_for(
             secrets,
             logs: slipway_runtime::driver::LogPolicy::default(),
         },
+        dataplane,
     )
 }

@@ -6,12 +6,14 @@
 //! - [`environments`]: applying the project file to an environment (what `up` records).
 //! - `workloads`: one runtime supervisor per environment brought up, on the local-process
 //!   driver.
+//! - `dataplane`: runs and re-adopts `slipway proxy`, and pushes it route tables.
 //! - `http`: routes, authentication, audit, errors and the event stream.
 //!
 //! **Invariant:** every route but `/healthz` requires the admin token, and every call that is not
 //! a read (`GET`/`HEAD`) leaves an audit record, denied ones included.
 
 pub mod daemon;
+mod dataplane;
 pub mod environments;
 mod http;
 mod workloads;

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use slipway_api::{CheckResult, CronRun, InstanceStatus, ServiceStatus};
+use slipway_api::{CheckResult, CronRun, InstanceStatus, ServiceStatus, TrafficShare};
 use slipway_runtime::supervisor::RuntimeError;
 use slipway_runtime::{Driver, Release, Runtime, RuntimeOptions};
 use slipway_spec::ResolvedEnv;
 use slipway_store::Store;
 use tokio::sync::Mutex;
+
+use crate::dataplane::{DataPlane, Routed};
 
 /// See the module docs.
 pub(crate) struct Workloads {
@@ -19,6 +21,8 @@ pub(crate) struct Workloads {
     options: RuntimeOptions,
     runtimes: Mutex<HashMap<String, Arc<Runtime>>>,
     releases: Mutex<HashMap<String, Release>>,
+    envs: Mutex<HashMap<String, ResolvedEnv>>,
+    dataplane: Option<Arc<DataPlane>>,
 }
 
 impl Workloads {
@@ -26,6 +30,7 @@ impl Workloads {
         driver: Arc<dyn Driver>,
         store: Arc<dyn Store>,
         options: RuntimeOptions,
+        dataplane: Option<Arc<DataPlane>>,
     ) -> Self {
         Workloads {
             driver,
@@ -33,7 +38,63 @@ impl Workloads {
             options,
             runtimes: Mutex::new(HashMap::new()),
             releases: Mutex::new(HashMap::new()),
+            envs: Mutex::new(HashMap::new()),
+            dataplane,
         }
+    }
+
+    /// Starts (or re-adopts) the proxy and keeps its routes in step with ready instances.
+    pub(crate) async fn start_dataplane(self: &Arc<Self>) {
+        let Some(dataplane) = &self.dataplane else {
+            return;
+        };
+        let found = self.driver.list().await.unwrap_or_default();
+        dataplane.start(found).await;
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let Some(this) = this.upgrade() else { return };
+                this.sync_routes().await;
+            }
+        });
+    }
+
+    /// Pushes the routes of every web service with a public port.
+    pub(crate) async fn sync_routes(&self) {
+        let Some(dataplane) = &self.dataplane else {
+            return;
+        };
+        let envs: Vec<ResolvedEnv> = self.envs.lock().await.values().cloned().collect();
+        let mut routed = Vec::new();
+        for env in envs {
+            let (Some(runtime), Some(release)) = (
+                self.runtime(&env.environment).await,
+                self.release(&env.environment).await,
+            ) else {
+                continue;
+            };
+            let statuses = runtime.status().await;
+            for service in env.services.values() {
+                let Some(port) = service.port else { continue };
+                if service.kind != slipway_spec::model::ServiceKind::Web {
+                    continue;
+                }
+                let Some(status) = statuses.iter().find(|s| s.name == service.name) else {
+                    continue;
+                };
+                routed.push(Routed {
+                    environment: env.environment.clone(),
+                    service: service.name.clone(),
+                    port,
+                    release: release.id.clone(),
+                    drain: service.drain.std(),
+                    status: status.clone(),
+                });
+            }
+        }
+        routed.sort_by(|a, b| (&a.environment, &a.service).cmp(&(&b.environment, &b.service)));
+        dataplane.sync(&routed).await;
     }
 
     /// Brings `env` to its applied configuration (generation `generation`).
@@ -61,6 +122,10 @@ impl Workloads {
             version: code_version(&env.dir),
         };
         runtime.apply(env, &release).await;
+        self.envs
+            .lock()
+            .await
+            .insert(env.environment.clone(), env.clone());
         self.releases
             .lock()
             .await
@@ -76,16 +141,22 @@ impl Workloads {
         self.runtimes.lock().await.get(environment).cloned()
     }
 
-    /// Stops every instance of every environment.
+    /// Stops every instance of every environment, and the proxy.
     pub(crate) async fn stop_all(&self) {
         let all: Vec<Arc<Runtime>> = self.runtimes.lock().await.values().cloned().collect();
         for r in all {
             r.stop_all().await;
         }
+        if let Some(d) = &self.dataplane {
+            d.stop().await;
+        }
     }
 
-    /// Leaves every instance running for the next control plane.
+    /// Leaves every instance, and the proxy, running for the next control plane.
     pub(crate) async fn detach_all(&self) {
+        if let Some(d) = &self.dataplane {
+            d.detach();
+        }
         let all: Vec<Arc<Runtime>> = self.runtimes.lock().await.values().cloned().collect();
         for r in all {
             r.detach().await;
@@ -95,7 +166,23 @@ impl Workloads {
     /// The API view of an environment's services, if it is brought up.
     pub(crate) async fn status(&self, environment: &str) -> Option<Vec<ServiceStatus>> {
         let runtime = self.runtime(environment).await?;
-        Some(runtime.status().await.into_iter().map(to_api).collect())
+        let table = self.dataplane.as_ref().and_then(|d| d.table());
+        Some(
+            runtime
+                .status()
+                .await
+                .into_iter()
+                .map(|s| {
+                    let route = table.as_ref().and_then(|t| {
+                        t.routes
+                            .iter()
+                            .find(|r| r.environment == environment && r.service == s.name)
+                            .cloned()
+                    });
+                    to_api(s, route)
+                })
+                .collect(),
+        )
     }
 
     /// Starts a cron run now.
@@ -124,12 +211,16 @@ fn code_version(dir: &Path) -> String {
         .unwrap_or_else(|| "local".to_string())
 }
 
-fn to_api(s: slipway_runtime::ServiceStatus) -> ServiceStatus {
+fn to_api(s: slipway_runtime::ServiceStatus, route: Option<slipway_proxy::Route>) -> ServiceStatus {
     ServiceStatus {
         name: s.name,
         kind: s.kind.as_str().to_string(),
         replicas: s.replicas,
-        port: None,
+        // The port the proxy listens on (resolved when the file says 0).
+        port: route
+            .as_ref()
+            .and_then(|r| r.listen.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok()),
         state: s.state,
         restarts: s.restarts,
         last_exit: s.last_exit,
@@ -160,7 +251,18 @@ fn to_api(s: slipway_runtime::ServiceStatus) -> ServiceStatus {
                     .collect(),
             })
             .collect(),
-        traffic: Vec::new(),
+        traffic: route
+            .map(|r| {
+                r.pools
+                    .into_iter()
+                    .map(|p| TrafficShare {
+                        release: p.release,
+                        track: p.track.as_str().to_string(),
+                        weight: p.weight,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         next_run: s.next_run,
         runs: s
             .runs

@@ -118,6 +118,11 @@ pub enum Command {
     /// Cron services: run one now.
     #[command(subcommand)]
     Cron(CronCommand),
+    /// Run the data plane (`slipway up` starts and supervises it).
+    #[command(
+        after_help = "Examples:\n  slipway proxy --dir .slipway/proxy --admin 127.0.0.1:7071\n  curl -s -H \"authorization: Bearer $(cat .slipway/proxy/admin.token)\" http://127.0.0.1:7071/stats"
+    )]
+    Proxy(ProxyArgs),
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  slipway completions bash > /etc/bash_completion.d/slipway\n  slipway completions zsh > \"${fpath[1]}/_slipway\""
@@ -170,4 +175,18 @@ pub enum CronCommand {
         /// The cron service.
         name: String,
     },
+}
+
+/// `slipway proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Its directory: admin token, saved route table, `proxy.json`.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Admin API address (port 0 picks one; see `proxy.json`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+    /// Share (0–1) of requests written to the JSON access log on stdout.
+    #[arg(long, default_value_t = 0.01)]
+    pub access_log_sample: f64,
 }

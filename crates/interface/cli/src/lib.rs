@@ -35,6 +35,7 @@ pub fn main() -> ExitCode {
         let code = slipway_runtime::local::shim::main(std::path::Path::new(&args[2]));
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let global = &cli.global;
     let state = match &global.state_dir {
@@ -64,4 +65,22 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `slipway status | head` closes the pipe early: printing then fails, and Rust's `println!`
+/// panics. Exit quietly instead, as a Unix tool killed by SIGPIPE would.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

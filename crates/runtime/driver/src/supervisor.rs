@@ -185,8 +185,8 @@ pub struct Runtime {
     options: RuntimeOptions,
     services: tokio::sync::Mutex<IndexMap<String, Supervised>>,
     stop_on_cancel: Arc<AtomicBool>,
-    /// Instances found at start-up, not yet adopted or cleaned up.
-    found: tokio::sync::Mutex<Option<Vec<Found>>>,
+    /// Whether instances left by a previous control plane have been looked for.
+    listed: tokio::sync::Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -216,7 +216,7 @@ impl Runtime {
             options,
             services: tokio::sync::Mutex::new(IndexMap::new()),
             stop_on_cancel: Arc::new(AtomicBool::new(true)),
-            found: tokio::sync::Mutex::new(None),
+            listed: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -230,15 +230,19 @@ impl Runtime {
     /// a previous control plane are adopted when they still match.
     pub async fn apply(&self, env: &ResolvedEnv, release: &Release) {
         let mut found = {
-            let mut slot = self.found.lock().await;
-            if slot.is_none() {
-                *slot = Some(self.driver.list().await.unwrap_or_else(|e| {
+            let mut listed = self.listed.lock().await;
+            if *listed {
+                Vec::new()
+            } else {
+                *listed = true;
+                // Only this environment's: other environments, and the control plane's own
+                // instances (the proxy), are someone else's to adopt.
+                let mut all = self.driver.list().await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "cannot list instances to adopt");
                     Vec::new()
-                }));
-                slot.take().unwrap_or_default()
-            } else {
-                Vec::new()
+                });
+                all.retain(|f| f.instance.environment == env.environment);
+                all
             }
         };
         let mut services = self.services.lock().await;

@@ -128,7 +128,8 @@ pub(crate) async fn status(
                 .map(|i| running.remove(i));
             match live {
                 Some(mut live) => {
-                    live.port = s.port;
+                    // The proxy's port when it listens (it resolves 0), else the file's.
+                    live.port = live.port.or(s.port);
                     live
                 }
                 None => ServiceStatus {

@@ -258,3 +258,16 @@ fn report_down(ctx: &Context, status: &str, pid: Option<u32>) {
         }
     }
 }
+
+/// `slipway proxy`: the data plane, in the foreground.
+pub(crate) async fn proxy(args: crate::args::ProxyArgs) -> Result<u8, CliError> {
+    init_logging();
+    slipway_proxy::run(slipway_proxy::ProxyOptions {
+        dir: args.dir,
+        admin: args.admin,
+        access_sample: args.access_log_sample.clamp(0.0, 1.0),
+    })
+    .await
+    .map_err(|e| CliError::from_error("the proxy stopped", &e))?;
+    Ok(0)
+}

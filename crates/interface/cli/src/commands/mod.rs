@@ -24,6 +24,7 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         Command::Audit { limit } => observe::audit(ctx, limit).await,
         Command::Annotate { message } => observe::annotate(ctx, message).await,
         Command::Logs(args) => observe::logs(ctx, args).await,
+        Command::Proxy(args) => daemon::proxy(args).await,
         Command::Cron(crate::args::CronCommand::Run { name }) => {
             observe::cron_run(ctx, &name).await
         }

@@ -249,6 +249,10 @@ impl Driver for LocalDriver {
                 break child;
             }
             if let Ok(Some(status)) = shim_process.try_wait() {
+                // It may have written child.json just before exiting (a very short command).
+                if let Some(child) = read_json(&child_file) {
+                    break child;
+                }
                 let log = std::fs::read_to_string(dir.join(SHIM_LOG)).unwrap_or_default();
                 let _ = std::fs::write(dir.join(REMOVED_FILE), b"");
                 return Err(DriverError::Start {

@@ -1,0 +1,380 @@
+//! The control plane's side of the data plane: it runs `slipway proxy` as an instance of its
+//! own (through the same runtime driver, so the proxy survives control-plane restarts and is
+//! re-adopted), restarts it when it dies, and keeps its route table in step with the
+//! instances that are ready.
+//!
+//! The proxy saves every table it accepts and serves it again after a restart, so the sync
+//! here only has to push a new version when what is ready changes, or when the proxy reports
+//! an older version than the last one pushed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::json;
+use slipway_proxy::{Backend, Pool, Route, RouteTable, Track};
+use slipway_runtime::driver::{Exit, Found, Instance, InstanceSpec, LogPolicy, Verdict};
+use slipway_runtime::{Driver, ServiceStatus};
+use slipway_store::{EventLevel, NewEvent, Store};
+use tokio_util::sync::CancellationToken;
+
+/// The proxy's service name among the driver's instances.
+pub(crate) const PROXY_SERVICE: &str = "slipway-proxy";
+/// The environment of the control plane's own instances.
+pub(crate) const SYSTEM_ENV: &str = "_system";
+
+/// A web service as the route sync sees it.
+pub(crate) struct Routed {
+    pub(crate) environment: String,
+    pub(crate) service: String,
+    /// Public port (0: the proxy picks one and keeps it).
+    pub(crate) port: u16,
+    /// The release the environment runs.
+    pub(crate) release: String,
+    /// How long a removed release's requests may finish.
+    pub(crate) drain: Duration,
+    pub(crate) status: ServiceStatus,
+}
+
+/// See the module docs.
+pub(crate) struct DataPlane {
+    driver: Arc<dyn Driver>,
+    store: Arc<dyn Store>,
+    dir: PathBuf,
+    exe: PathBuf,
+    admin: SocketAddr,
+    token: String,
+    client: reqwest::Client,
+    instance: Mutex<Option<Instance>>,
+    /// The routes last accepted by the proxy (as we asked, and as resolved).
+    pushed: Mutex<Option<(Vec<Route>, RouteTable)>>,
+    stop: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+impl DataPlane {
+    /// Prepares the proxy's directory, token and admin address (kept across restarts).
+    pub(crate) fn new(
+        driver: Arc<dyn Driver>,
+        store: Arc<dyn Store>,
+        dir: &Path,
+        exe: &Path,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        // The proxy runs in its own directory: every path it is given must be absolute.
+        let dir = &std::path::absolute(dir)?;
+        let token = slipway_proxy::ensure_token(dir).map_err(std::io::Error::other)?;
+        let addr_file = dir.join("admin.addr");
+        let admin = match std::fs::read_to_string(&addr_file)
+            .ok()
+            .and_then(|a| a.trim().parse().ok())
+        {
+            Some(a) => a,
+            None => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                std::fs::write(&addr_file, addr.to_string())?;
+                addr
+            }
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .map_err(std::io::Error::other)?,
+        );
+        Ok(DataPlane {
+            driver,
+            store,
+            dir: dir.to_path_buf(),
+            exe: exe.to_path_buf(),
+            admin,
+            token,
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(std::io::Error::other)?,
+            instance: Mutex::new(None),
+            pushed: Mutex::new(None),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// The admin token (for tests and tools reading the proxy directly).
+    #[allow(dead_code)]
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn spec(&self) -> InstanceSpec {
+        let mut env = IndexMap::new();
+        for key in ["PATH", "HOME", "LANG", "TZ", "SLIPWAY_LOG"] {
+            if let Ok(v) = std::env::var(key) {
+                env.insert(key.to_string(), v);
+            }
+        }
+        InstanceSpec {
+            id: format!("{PROXY_SERVICE}-{:04x}", fastrand::u16(..)),
+            service: PROXY_SERVICE.into(),
+            environment: SYSTEM_ENV.into(),
+            release: slipway_server_version(),
+            slot: 0,
+            command: format!(
+                "{} proxy --dir {} --admin {}",
+                quote(&self.exe),
+                quote(&self.dir),
+                self.admin
+            ),
+            cwd: self.dir.clone(),
+            env,
+            secret_keys: Vec::new(),
+            port: Some(self.admin.port()),
+            heartbeat: None,
+            logs: LogPolicy::default(),
+            fingerprint: slipway_server_version(),
+            image: None,
+            resources: None,
+        }
+    }
+
+    async fn event(&self, event: NewEvent) {
+        if let Err(e) = self.store.append_event(event).await {
+            tracing::warn!(error = %e, "cannot record an event");
+        }
+    }
+
+    /// Adopts the proxy a previous control plane left running, or starts one; then keeps it
+    /// running until [`stop`](Self::stop) or [`detach`](Self::detach).
+    pub(crate) async fn start(self: &Arc<Self>, found: Vec<Found>) {
+        let mut adopted = None;
+        for f in found
+            .into_iter()
+            .filter(|f| f.instance.service == PROXY_SERVICE)
+        {
+            if f.verdict == Verdict::Running && adopted.is_none() {
+                adopted = Some(f.instance);
+            } else {
+                if f.verdict == Verdict::Running {
+                    let _ = self
+                        .driver
+                        .stop(&f.instance, Default::default(), Duration::from_secs(5))
+                        .await;
+                }
+                let _ = self.driver.remove(&f.instance).await;
+            }
+        }
+        if let Some(i) = &adopted {
+            self.event(
+                NewEvent::info(
+                    "proxy.adopted",
+                    format!("proxy re-adopted (pid {})", i.process.pid),
+                )
+                .subject(PROXY_SERVICE),
+            )
+            .await;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.supervise(adopted).await });
+    }
+
+    async fn supervise(self: Arc<Self>, mut adopted: Option<Instance>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let instance = match adopted.take() {
+                Some(i) => i,
+                None => match self.driver.start(&self.spec()).await {
+                    Ok(i) => {
+                        self.event(
+                            NewEvent::info(
+                                "proxy.started",
+                                format!(
+                                    "proxy started (pid {}, admin {})",
+                                    i.process.pid, self.admin
+                                ),
+                            )
+                            .subject(PROXY_SERVICE),
+                        )
+                        .await;
+                        i
+                    }
+                    Err(e) => {
+                        self.event(
+                            NewEvent::info("proxy.failed", format!("proxy did not start: {e}"))
+                                .level(EventLevel::Error)
+                                .subject(PROXY_SERVICE),
+                        )
+                        .await;
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            *lock(&self.instance) = Some(instance.clone());
+            let started = std::time::Instant::now();
+            let exit = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                exit = self.driver.wait(&instance) => exit.unwrap_or_else(|_| Exit::vanished()),
+            };
+            let _ = self.driver.remove(&instance).await;
+            *lock(&self.instance) = None;
+            self.event(
+                NewEvent::info(
+                    "proxy.exited",
+                    format!("proxy exited ({}); restarting it", exit.describe()),
+                )
+                .level(EventLevel::Warning)
+                .subject(PROXY_SERVICE)
+                .data(json!({ "exit_code": exit.code, "signal": exit.signal })),
+            )
+            .await;
+            // A proxy that ran a while comes back at once; one that keeps dying backs off.
+            backoff = if started.elapsed() > Duration::from_secs(10) {
+                Duration::from_millis(50)
+            } else {
+                (backoff * 2).min(Duration::from_secs(5))
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Stops supervising; the proxy keeps running (and serving) for the next control plane.
+    pub(crate) fn detach(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops supervising and stops the proxy (`slipway down`).
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let instance = lock(&self.instance).take();
+        if let Some(i) = instance {
+            let _ = self
+                .driver
+                .stop(&i, Default::default(), Duration::from_secs(10))
+                .await;
+            let _ = self.driver.remove(&i).await;
+        }
+    }
+
+    /// The table the proxy last accepted.
+    pub(crate) fn table(&self) -> Option<RouteTable> {
+        lock(&self.pushed).as_ref().map(|(_, t)| t.clone())
+    }
+
+    /// Pushes routes for these services if they changed (or the proxy lost them).
+    pub(crate) async fn sync(&self, services: &[Routed]) {
+        let routes: Vec<Route> = services.iter().map(route_for).collect();
+        let (last, version) = {
+            let pushed = lock(&self.pushed);
+            (
+                pushed.as_ref().map(|(r, _)| r.clone()),
+                pushed.as_ref().map_or(0, |(_, t)| t.version),
+            )
+        };
+        let url = |path: &str| format!("http://{}{path}", self.admin);
+        let proxy_version = match self.client.get(url("/healthz")).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["version"].as_u64())
+                .unwrap_or(0),
+            Err(_) => return, // not up (yet): the next round tries again
+        };
+        if last.as_ref() == Some(&routes) && proxy_version == version {
+            return;
+        }
+        let next = version.max(proxy_version) + 1;
+        let table = RouteTable {
+            version: next,
+            routes: routes.clone(),
+        };
+        match self.client.put(url("/routes")).json(&table).send().await {
+            Ok(r) if r.status().is_success() => {
+                if let Ok(accepted) = r.json::<RouteTable>().await {
+                    *lock(&self.pushed) = Some((routes, accepted));
+                }
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::warn!(%status, %body, "the proxy refused the route table");
+                if status == reqwest::StatusCode::CONFLICT
+                    && let Ok(current) = self
+                        .client
+                        .get(url("/routes"))
+                        .send()
+                        .await
+                        .and_then(reqwest::Response::error_for_status)
+                    && let Ok(current) = current.json::<RouteTable>().await
+                {
+                    // Learn its version; the next round pushes past it.
+                    *lock(&self.pushed) = Some((Vec::new(), current));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot reach the proxy"),
+        }
+    }
+}
+
+fn slipway_server_version() -> String {
+    crate::VERSION.to_string()
+}
+
+/// The route of one web service: the environment's release is the stable pool, with the
+/// instances of it that are healthy (deploys add canary and preview pools).
+fn route_for(r: &Routed) -> Route {
+    let mut backends: Vec<Backend> = r
+        .status
+        .instances
+        .iter()
+        .filter(|i| i.health == "healthy" && i.release == r.release)
+        .filter_map(|i| {
+            Some(Backend {
+                id: i.id.clone(),
+                addr: format!("127.0.0.1:{}", i.port?),
+            })
+        })
+        .collect();
+    backends.sort_by(|a, b| a.id.cmp(&b.id));
+    let pools = vec![Pool {
+        release: r.release.clone(),
+        track: Track::Stable,
+        weight: 100.0,
+        backends,
+    }];
+    Route {
+        environment: r.environment.clone(),
+        service: r.service.clone(),
+        listen: format!("127.0.0.1:{}", r.port),
+        host: None,
+        path_prefix: None,
+        preview_listen: None,
+        sticky: Default::default(),
+        canary_tenants: Vec::new(),
+        drain_ms: u64::try_from(r.drain.as_millis()).unwrap_or(u64::MAX),
+        mode: Default::default(),
+        max_body_bytes: 10 * 1024 * 1024,
+        timeout_ms: 60_000,
+        pools,
+    }
+}
