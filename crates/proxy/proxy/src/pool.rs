@@ -152,31 +152,29 @@ impl PoolState {
     /// likely failure than a certain one).
     pub fn pick<'a>(&self, upstreams: &'a [Upstream], avoid: Option<&str>) -> Option<Lease<'a>> {
         let now = Instant::now();
-        let candidates: Vec<&Upstream> = {
-            let healthy: Vec<&Upstream> = upstreams
-                .iter()
-                .filter(|u| !u.ejected(now) && Some(u.backend.id.as_str()) != avoid)
-                .collect();
-            if healthy.is_empty() {
-                upstreams
-                    .iter()
-                    .filter(|u| Some(u.backend.id.as_str()) != avoid)
-                    .collect()
-            } else {
-                healthy
-            }
+        let usable = |u: &Upstream, strict: bool| {
+            Some(u.backend.id.as_str()) != avoid && !(strict && u.ejected(now))
         };
-        let chosen = match candidates.len() {
+        let chosen = match upstreams.len() {
             0 => return None,
-            1 => candidates[0],
+            1 => upstreams.first().filter(|u| usable(u, false))?,
             n => {
-                let a = candidates[fastrand::usize(..n)];
-                let mut b = candidates[fastrand::usize(..n)];
-                if std::ptr::eq(a, b) {
-                    // Round-robin fallback for the second pick keeps it from being `a`.
+                // Two random draws among usable backends (no allocation on this path).
+                let draw = |strict: bool| -> Option<&'a Upstream> {
+                    let start = fastrand::usize(..n);
+                    (0..n)
+                        .map(|k| &upstreams[(start + k) % n])
+                        .find(|u| usable(u, strict))
+                };
+                let a = draw(true).or_else(|| draw(false))?;
+                let b = draw(true).or_else(|| draw(false)).unwrap_or(a);
+                let b = if std::ptr::eq(a, b) {
                     let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % n;
-                    b = candidates[i];
-                }
+                    let c = &upstreams[i];
+                    if usable(c, true) { c } else { b }
+                } else {
+                    b
+                };
                 if b.outstanding.load(Ordering::Relaxed) < a.outstanding.load(Ordering::Relaxed) {
                     b
                 } else {

@@ -69,7 +69,9 @@ pub struct Proxy {
     dir: PathBuf,
     table: Mutex<RouteTable>,
     compiled: ArcSwap<Compiled>,
-    client: Client<HttpConnector, Body>,
+    /// One single-threaded runtime per core, each accepting on every listener and keeping its
+    /// own backend connections: a request never hops threads (as nginx's workers).
+    workers: Vec<tokio::runtime::Handle>,
     /// RED metrics.
     pub metrics: Metrics,
     pools: Mutex<HashMap<(String, String, String), Arc<PoolState>>>,
@@ -78,6 +80,19 @@ pub struct Proxy {
     access_sample: f64,
     /// Serialises table changes.
     applying: tokio::sync::Mutex<()>,
+}
+
+thread_local! {
+    /// Each worker's own pool of keep-alive connections to backends.
+    static CLIENT: Client<HttpConnector, Body> = {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector)
+    };
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -99,18 +114,29 @@ impl Proxy {
     /// A proxy keeping its table in `dir`. `access_sample` is the share (0–1) of requests
     /// written to the access log.
     pub fn new(dir: &Path, access_sample: f64) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = (0..cores)
+            .map(|n| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name(format!("proxy-worker-{n}"))
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("a single-threaded runtime builds");
+                        let _ = tx.send(rt.handle().clone());
+                        rt.block_on(std::future::pending::<()>());
+                    })
+                    .expect("a worker thread starts");
+                rx.recv().expect("the worker sends its handle")
+            })
+            .collect();
         Arc::new(Proxy {
             dir: dir.to_path_buf(),
             table: Mutex::new(RouteTable::default()),
             compiled: ArcSwap::from_pointee(Compiled::default()),
-            client,
+            workers,
             metrics: Metrics::default(),
             pools: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
@@ -191,7 +217,16 @@ impl Proxy {
                         TableError::Invalid(format!("cannot read the bound address: {e}"))
                     })?;
                     let stop = CancellationToken::new();
-                    tokio::spawn(self.clone().accept(listener, bound, stop.clone()));
+                    let shared = listener.into_std().map_err(|e| {
+                        TableError::Invalid(format!("cannot share the listener: {e}"))
+                    })?;
+                    for worker in &self.workers {
+                        let own = shared.try_clone().map_err(|e| {
+                            TableError::Invalid(format!("cannot share the listener: {e}"))
+                        })?;
+                        worker.spawn(self.clone().accept(own, bound, stop.clone()));
+                    }
+                    tracing::info!(addr = %bound, "listening");
                     listeners.insert(bound, ListenerHandle { stop });
                     bound
                 };
@@ -359,11 +394,20 @@ impl Proxy {
 
     async fn accept(
         self: Arc<Self>,
-        listener: TcpListener,
+        listener: std::net::TcpListener,
         addr: SocketAddr,
         stop: CancellationToken,
     ) {
-        tracing::info!(%addr, "listening");
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot accept on this worker");
+                return;
+            }
+        };
         loop {
             let (stream, peer) = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -390,7 +434,7 @@ impl Proxy {
                 }
             });
         }
-        tracing::info!(%addr, "stopped listening");
+        tracing::debug!(%addr, "stopped listening");
     }
 
     async fn handle(
@@ -588,9 +632,13 @@ impl Proxy {
                     http_body_util::Empty::new().map_err(|e| match e {}).boxed()
                 }))
                 .expect("a valid request from valid parts");
-            *out.headers_mut() = parts.headers.clone();
+            *out.headers_mut() = if retryable && attempt == 0 {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
             let sent = tokio::select! {
-                r = tokio::time::timeout(timeout, self.client.request(out)) => r,
+                r = tokio::time::timeout(timeout, CLIENT.with(Client::clone).request(out)) => r,
                 _ = pool.drain.cancelled() => {
                     return own(StatusCode::SERVICE_UNAVAILABLE, "drained", "the release was removed and its drain time is over");
                 }
