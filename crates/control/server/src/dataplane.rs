@@ -192,6 +192,7 @@ impl DataPlane {
 
     async fn supervise(self: Arc<Self>, mut adopted: Option<Instance>) {
         let mut backoff = Duration::from_millis(100);
+        let mut quick_deaths: u32 = 0;
         loop {
             let instance = match adopted.take() {
                 Some(i) => i,
@@ -244,11 +245,19 @@ impl DataPlane {
                 .data(json!({ "exit_code": exit.code, "signal": exit.signal })),
             )
             .await;
-            // A proxy that ran a while comes back at once; one that keeps dying backs off.
-            backoff = if started.elapsed() > Duration::from_secs(10) {
-                Duration::from_millis(50)
+            // The first death comes back at once (traffic is down until it does); a proxy
+            // that keeps dying quickly backs off.
+            quick_deaths = if started.elapsed() > Duration::from_secs(10) {
+                1
             } else {
-                (backoff * 2).min(Duration::from_secs(5))
+                quick_deaths + 1
+            };
+            backoff = if quick_deaths <= 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+                    .saturating_mul(1 << (quick_deaths - 2).min(6))
+                    .min(Duration::from_secs(5))
             };
             tokio::select! {
                 _ = self.stop.cancelled() => return,
