@@ -432,7 +432,26 @@ async fn a_restarted_proxy_serves_its_saved_table_and_maintenance_modes_work() {
     let r = reqwest::get(format!("http://{listen}/")).await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("back at 10:00"));
-    proxy.put_routes(&table(3, &listen, pools, json!({}))).await;
+    // Pause holds requests until the route serves again.
+    proxy
+        .put_routes(&table(
+            3,
+            &listen,
+            pools.clone(),
+            json!({ "mode": { "type": "pause", "timeout_ms": 10_000 } }),
+        ))
+        .await;
+    let held_since = Instant::now();
+    let held = tokio::spawn(reqwest::get(format!("http://{listen}/")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "the request is held while paused");
+    proxy
+        .put_routes(&table(4, &listen, pools.clone(), json!({})))
+        .await;
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "and answered once the route serves again");
+    assert!(held_since.elapsed() >= Duration::from_millis(300));
+    proxy.put_routes(&table(5, &listen, pools, json!({}))).await;
     let TestProxy { _proc, dir, .. } = proxy;
     drop(_proc);
     assert!(path.join("routes.json").exists());
@@ -446,7 +465,7 @@ async fn a_restarted_proxy_serves_its_saved_table_and_maintenance_modes_work() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     let routes: Value = again.get("/routes").await.json().await.unwrap();
-    assert_eq!(routes["version"], 3);
+    assert_eq!(routes["version"], 5);
 }
 
 #[test]
