@@ -5,7 +5,7 @@
 # threads as cores. Prints requests/s, p50/p99 and the ratios to nginx and HAProxy, and the
 # peak RSS of each proxy.
 #
-# Usage: bench/proxy.sh [seconds] [connections]   (installs wrk, nginx and haproxy if missing)
+# Usage: [ROUNDS=3] bench/proxy.sh [seconds] [connections]   (installs wrk, nginx, haproxy if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -105,16 +105,29 @@ run() {
 peak_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
 children() { pgrep -P "$1" | tr '\n' ' '; }
 
-read -r d_rps d_p50 d_p99 d_err < <(run "$BACKEND")
-read -r s_rps s_p50 s_p99 s_err < <(run "$SLIPWAY")
-read -r n_rps n_p50 n_p99 n_err < <(run "$NGINX")
-read -r h_rps h_p50 h_p99 h_err < <(run "$HAPROXY")
+# Rounds alternate between the targets so drift on a shared machine hits all of them alike;
+# each figure is the median over the rounds.
+ROUNDS=${ROUNDS:-3}
+declare -A results
+for round in $(seq "$ROUNDS"); do
+    for target in direct:$BACKEND slipway:$SLIPWAY nginx:$NGINX haproxy:$HAPROXY; do
+        results[${target%%:*}]+="$(run "${target#*:}")"$'\n'
+    done
+    echo "round $round of $ROUNDS done" >&2
+done
+median() { # field N of the rounds of target T
+    printf '%s' "${results[$1]}" | awk -v f="$2" 'NF {print $f}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+errors_of() { printf '%s' "${results[$1]}" | awk 'NF {$1=$2=$3=""; print}' | sort -u | tr -s ' ' | tr '\n' ' '; }
+for t in direct slipway nginx haproxy; do
+    declare "${t:0:1}_rps=$(median "$t" 1)" "${t:0:1}_p50=$(median "$t" 2)" "${t:0:1}_p99=$(median "$t" 3)" "${t:0:1}_err=$(errors_of "$t")"
+done
 s_mem=$(peak_kib "$SLIPWAY_PID")
 n_mem=$(peak_kib "$NGINX_PID" $(children "$NGINX_PID"))
 h_mem=$(peak_kib "$HAPROXY_PID")
 
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
-printf '\nwrk -t%s -c%s -d%ss, GET / of slipway-sample, %s cores shared by wrk, proxy and backend\n\n' "$THREADS" "$CONNS" "$DURATION" "$CORES"
+printf '\nwrk -t%s -c%s -d%ss, GET / of slipway-sample, %s cores shared by wrk, proxy and backend; median of %s alternating rounds\n\n' "$THREADS" "$CONNS" "$DURATION" "$CORES" "$ROUNDS"
 printf '%-16s %12s %9s %9s %12s  %s\n' "" "requests/s" "p50 ms" "p99 ms" "peak RSS KiB" "errors"
 printf '%-16s %12s %9s %9s %12s  %s\n' "direct" "$d_rps" "$d_p50" "$d_p99" "-" "$d_err"
 printf '%-16s %12s %9s %9s %12s  %s\n' "slipway proxy" "$s_rps" "$s_p50" "$s_p99" "$s_mem" "$s_err"
