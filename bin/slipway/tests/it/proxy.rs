@@ -579,3 +579,137 @@ async fn load_for(url: &str, duration: Duration) -> (usize, usize) {
     }
     total
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_may_speak_h2c() {
+    use http_body_util::BodyExt;
+    let (_s, stable) = backend("v1");
+    let proxy = TestProxy::start();
+    let pools = json!([{ "release": "r1", "track": "stable", "weight": 100.0,
+                         "backends": [{ "id": "s", "addr": stable }] }]);
+    let applied = proxy
+        .put_routes(&table(1, "127.0.0.1:0", pools, json!({})))
+        .await;
+    let listen = applied["routes"][0]["listen"].as_str().unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake with prior knowledge");
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = hyper::Request::get(format!("http://{listen}/"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.version(), hyper::Version::HTTP_2);
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-sample-version"], "v1");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("\"version\":\"v1\""));
+    }
+}
+
+/// An echo server that accepts any upgrade: answers 101, then sends back what it reads.
+async fn upgrade_echo_backend() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_work_and_are_closed_when_their_release_has_drained() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let old = upgrade_echo_backend().await;
+    let new = upgrade_echo_backend().await;
+    let proxy = TestProxy::start();
+    let one = |version: u64, listen: &str, addr: &str, release: &str| {
+        table(
+            version,
+            listen,
+            json!([{ "release": release, "track": "stable", "weight": 100.0,
+                     "backends": [{ "id": release, "addr": addr }] }]),
+            json!({ "drain_ms": 700 }),
+        )
+    };
+    let applied = proxy.put_routes(&one(1, "127.0.0.1:0", &old, "r1")).await;
+    let listen = applied["routes"][0]["listen"].as_str().unwrap().to_string();
+    let mut ws = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    ws.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            ws.read(&mut byte).await.unwrap(),
+            1,
+            "the proxy answered the upgrade"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut echo = [0u8; 4];
+    ws.write_all(b"ping").await.unwrap();
+    ws.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+
+    // The release leaves the table: the socket keeps working through the drain, then closes.
+    let mut switched = one(2, &listen, &new, "r2");
+    switched["routes"][0]["listen"] = listen.clone().into();
+    proxy.put_routes(&switched).await;
+    let removed = Instant::now();
+    ws.write_all(b"pong").await.unwrap();
+    ws.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"pong", "still open while draining");
+    let mut rest = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.read(&mut rest))
+        .await
+        .expect("closed at the end of the drain");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(
+        removed.elapsed() >= Duration::from_millis(600),
+        "not before the drain time: {:?}",
+        removed.elapsed()
+    );
+}
