@@ -236,7 +236,10 @@ fn instances_survive_a_killed_control_plane_and_are_readopted_but_a_recycled_pid
     let template = std::fs::read_dir(&instances_dir)
         .unwrap()
         .flatten()
-        .find(|d| d.path().join("instance.json").exists())
+        .find(|d| {
+            d.file_name().to_string_lossy().starts_with("web-")
+                && d.path().join("instance.json").exists()
+        })
         .unwrap()
         .path();
     let mut record: Value =

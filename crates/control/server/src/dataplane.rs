@@ -167,6 +167,20 @@ impl DataPlane {
             if f.verdict == Verdict::Running && adopted.is_none() {
                 adopted = Some(f.instance);
             } else {
+                if f.verdict == Verdict::Recycled {
+                    self.event(
+                        NewEvent::info(
+                            "instance.lost",
+                            format!(
+                                "{}: pid {} now belongs to another process; not adopted, not signalled",
+                                f.instance.id, f.instance.process.pid
+                            ),
+                        )
+                        .level(EventLevel::Warning)
+                        .subject(PROXY_SERVICE),
+                    )
+                    .await;
+                }
                 if f.verdict == Verdict::Running {
                     let _ = self
                         .driver

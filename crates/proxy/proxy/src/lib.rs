@@ -13,6 +13,7 @@ pub mod pool;
 pub mod router;
 pub mod server;
 pub mod table;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

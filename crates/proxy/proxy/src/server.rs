@@ -25,8 +25,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -80,19 +78,6 @@ pub struct Proxy {
     access_sample: f64,
     /// Serialises table changes.
     applying: tokio::sync::Mutex<()>,
-}
-
-thread_local! {
-    /// Each worker's own pool of keep-alive connections to backends.
-    static CLIENT: Client<HttpConnector, Body> = {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector)
-    };
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -505,7 +490,7 @@ impl Proxy {
             ));
         };
         pool.metrics.in_flight.inc();
-        let response = self.forward(&route, &pool, req, peer, started).await;
+        let response = self.forward(&route, &pool, req, peer).await;
         pool.metrics.in_flight.dec();
         pool.metrics
             .record(response.status().as_u16(), started.elapsed());
@@ -552,7 +537,6 @@ impl Proxy {
         pool: &Arc<PoolState>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        started: Instant,
     ) -> Response<Body> {
         if let Some(injected) = route.fault.draw() {
             if let Some(delay) = injected.delay {
@@ -618,15 +602,19 @@ impl Proxy {
                 );
             };
             let upstream = lease.upstream;
-            let mut uri = hyper::Uri::builder()
-                .scheme("http")
-                .authority(upstream.authority.clone());
-            if let Some(pq) = parts.uri.path_and_query() {
-                uri = uri.path_and_query(pq.clone());
+            // Origin-form on the wire (`GET /path?q HTTP/1.1`), with a Host header.
+            let uri = parts.uri.path_and_query().map_or_else(
+                || hyper::Uri::from_static("/"),
+                |pq| hyper::Uri::from(pq.clone()),
+            );
+            if !parts.headers.contains_key(header::HOST)
+                && let Ok(host) = HeaderValue::from_str(upstream.authority.as_str())
+            {
+                parts.headers.insert(header::HOST, host);
             }
             let mut out = Request::builder()
                 .method(parts.method.clone())
-                .uri(uri.build().expect("a valid URI from valid parts"))
+                .uri(uri)
                 .version(hyper::Version::HTTP_11)
                 .body(body.take().unwrap_or_else(|| {
                     http_body_util::Empty::new().map_err(|e| match e {}).boxed()
@@ -638,7 +626,7 @@ impl Proxy {
                 std::mem::take(&mut parts.headers)
             };
             let sent = tokio::select! {
-                r = tokio::time::timeout(timeout, CLIENT.with(Client::clone).request(out)) => r,
+                r = tokio::time::timeout(timeout, crate::upstream::send(&upstream.authority, out)) => r,
                 _ = pool.drain.cancelled() => {
                     return own(StatusCode::SERVICE_UNAVAILABLE, "drained", "the release was removed and its drain time is over");
                 }
@@ -657,7 +645,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     upstream.record(false);
-                    if e.is_connect() && retryable && attempt == 0 {
+                    if e.nothing_sent() && retryable && attempt == 0 {
                         avoid = Some(upstream.backend.id.clone());
                         continue;
                     }
@@ -691,7 +679,6 @@ impl Proxy {
                     if let Some(id) = request_id {
                         rparts.headers.insert(REQUEST_ID, id);
                     }
-                    let _ = started;
                     return Response::from_parts(
                         rparts,
                         rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
