@@ -1,5 +1,6 @@
 //! RED metrics per service × release × track: requests by status class, latency, requests in
-//! flight. Exposed two ways: cumulative, in the Prometheus text format (prometheus-client), and
+//! flight. Exposed two ways: cumulative, in the Prometheus text format (prometheus-client, with
+//! a lock-free histogram of our own), and
 //! over sliding windows (one-second slots of log-spaced latency buckets, mergeable by addition)
 //! for the deploy engine's analysis.
 
@@ -7,10 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
@@ -42,7 +44,7 @@ struct RequestLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<PoolLabels, Histogram>,
+    latency: Family<PoolLabels, LatencyHistogram>,
     in_flight: Family<PoolLabels, Gauge>,
 }
 
@@ -50,9 +52,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("slipway_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
+        let latency = Family::<PoolLabels, LatencyHistogram>::default();
         let in_flight = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "requests",
@@ -123,10 +123,71 @@ impl Metrics {
     }
 }
 
+/// Upper bounds of the exported latency buckets, in seconds: 0.5 ms × 2^i.
+const PROM_BUCKETS: usize = 16;
+
+/// A cumulative latency histogram updated with atomics only (prometheus-client's takes a lock
+/// on every observation, which the proxy's worker threads would contend for).
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram {
+    inner: std::sync::Arc<HistogramInner>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramInner {
+    buckets: [AtomicU64; PROM_BUCKETS + 1],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = (0..PROM_BUCKETS)
+            .find(|&i| secs <= 0.0005 * f64::from(1u32 << i))
+            .unwrap_or(PROM_BUCKETS);
+        self.inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.inner.sum_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = (0..=PROM_BUCKETS)
+            .map(|i| {
+                let upper = if i == PROM_BUCKETS {
+                    f64::MAX
+                } else {
+                    0.0005 * f64::from(1u32 << i)
+                };
+                (upper, self.inner.buckets[i].load(Ordering::Relaxed))
+            })
+            .collect();
+        // The count is the buckets' sum, so `_count` always equals the `+Inf` bucket.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        encoder.encode_histogram::<NoLabelSet>(
+            self.inner.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 /// One pool's metric handles.
 pub struct PoolMetrics {
     by_class: [Counter; 5],
-    latency: Histogram,
+    latency: LatencyHistogram,
     /// Requests in flight.
     pub in_flight: Gauge,
     window: Box<Windowed>,
@@ -146,7 +207,7 @@ impl PoolMetrics {
     /// Records one answered request.
     pub fn record(&self, status: u16, took: Duration) {
         self.by_class[class_index(status)].inc();
-        self.latency.observe(took.as_secs_f64());
+        self.latency.observe(took);
         self.window.record(class_index(status), took);
     }
 

@@ -58,7 +58,11 @@ impl Upstream {
     /// Counts the outcome of a request: a connect error or 5xx is a failure.
     pub fn record(&self, ok: bool) {
         if ok {
-            self.failures.store(0, Ordering::Relaxed);
+            // Read first: an unconditional store would bounce the cache line between worker
+            // threads on every request.
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
             return;
         }
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
