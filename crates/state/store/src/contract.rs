@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::{EventLevel, EventQuery, NewAudit, NewEvent, Store};
+use crate::{
+    DeploymentUpdate, EnvironmentState, EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent,
+    NewRelease, Store, StoreError,
+};
 
 /// Generates one test per contract case for a store factory.
 #[macro_export]
@@ -29,7 +32,11 @@ macro_rules! store_contract_tests {
             applied_configs_count_generations,
             meta_round_trips,
             schema_version_is_current,
-            concurrent_appends_all_land
+            concurrent_appends_all_land,
+            releases_number_per_environment_and_keep_their_flags,
+            one_active_deployment_per_environment,
+            a_deployment_update_moves_the_environment_in_the_same_write,
+            environment_state_defaults_and_round_trips
         );
     };
     (@cases $factory:path; $($case:ident),*) => {
@@ -224,4 +231,212 @@ pub async fn concurrent_appends_all_land(store: Arc<dyn Store>) {
     assert_eq!(ids.len(), 50);
     let stored = store.events(&EventQuery::default()).await.unwrap();
     assert_eq!(stored.len(), 50);
+}
+
+fn new_release(environment: &str, version: &str) -> NewRelease {
+    NewRelease {
+        environment: environment.into(),
+        version: version.into(),
+        description: format!("deploy {version}"),
+        snapshot: json!({ "version": version, "services": { "web": { "replicas": 2 } } }),
+    }
+}
+
+fn new_deployment(environment: &str, release: i64) -> NewDeployment {
+    NewDeployment {
+        environment: environment.into(),
+        kind: "deploy".into(),
+        release,
+        from_release: None,
+        status: "running".into(),
+        state: json!({ "step": 0 }),
+    }
+}
+
+/// Releases are numbered from 1 in each environment, read back whole, newest first, and only
+/// their flags change.
+pub async fn releases_number_per_environment_and_keep_their_flags(store: Arc<dyn Store>) {
+    let a1 = store
+        .create_release(new_release("staging", "abc"))
+        .await
+        .unwrap();
+    let a2 = store
+        .create_release(new_release("staging", "def"))
+        .await
+        .unwrap();
+    let b1 = store
+        .create_release(new_release("production", "abc"))
+        .await
+        .unwrap();
+    assert_eq!((a1.number, a2.number, b1.number), (1, 2, 1));
+    let read = store.release("staging", 2).await.unwrap().unwrap();
+    assert_eq!(read, a2);
+    assert_eq!(read.snapshot["services"]["web"]["replicas"], 2);
+    assert!(store.release("staging", 9).await.unwrap().is_none());
+    let list = store.releases("staging", 10).await.unwrap();
+    assert_eq!(
+        list.iter().map(|r| r.number).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    store
+        .set_release_flags("staging", 1, Some(true), None)
+        .await
+        .unwrap();
+    store
+        .set_release_flags("staging", 2, None, Some(true))
+        .await
+        .unwrap();
+    let r1 = store.release("staging", 1).await.unwrap().unwrap();
+    let r2 = store.release("staging", 2).await.unwrap().unwrap();
+    assert!(r1.pinned && !r1.pruned);
+    assert!(!r2.pinned && r2.pruned);
+    assert_eq!(r2.snapshot, a2.snapshot, "flags leave the release as it was");
+    assert!(matches!(
+        store.set_release_flags("staging", 7, Some(true), None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Concurrent creations never share a number.
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_release(new_release("qa", &format!("v{n}")))
+                    .await
+                    .unwrap()
+                    .number
+            })
+        })
+        .collect();
+    let mut numbers = BTreeSet::new();
+    for t in tasks {
+        numbers.insert(t.await.unwrap());
+    }
+    assert_eq!(numbers, (1..=20).collect());
+}
+
+/// A second active deployment of the same environment is refused, naming the first; other
+/// environments are independent; an ended deployment frees its environment.
+pub async fn one_active_deployment_per_environment(store: Arc<dyn Store>) {
+    let first = store
+        .create_deployment(new_deployment("staging", 1))
+        .await
+        .unwrap();
+    assert!(first.active);
+    assert_eq!(first.status, "running");
+    assert!(first.finished.is_none());
+    match store.create_deployment(new_deployment("staging", 2)).await {
+        Err(StoreError::Busy {
+            environment,
+            active,
+        }) => {
+            assert_eq!(environment, "staging");
+            assert_eq!(active, first.id);
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    let other = store
+        .create_deployment(new_deployment("production", 1))
+        .await
+        .unwrap();
+    let active = store.active_deployments().await.unwrap();
+    assert_eq!(
+        active.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![first.id, other.id]
+    );
+    let ended = store
+        .update_deployment(
+            first.id,
+            &DeploymentUpdate {
+                status: "succeeded".into(),
+                active: false,
+                reason: Some("all steps passed".into()),
+                state: json!({ "step": 4 }),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!ended.active);
+    assert!(ended.finished.is_some());
+    assert_eq!(ended.reason.as_deref(), Some("all steps passed"));
+    assert_eq!(ended.state["step"], 4);
+    let second = store
+        .create_deployment(new_deployment("staging", 2))
+        .await
+        .unwrap();
+    assert!(second.id > other.id);
+    let listed = store.deployments(Some("staging"), 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![second.id, first.id]
+    );
+    assert_eq!(store.deployments(None, 10).await.unwrap().len(), 3);
+    assert_eq!(store.deployment(first.id).await.unwrap().unwrap(), ended);
+    assert!(matches!(
+        store
+            .update_deployment(
+                9999,
+                &DeploymentUpdate {
+                    status: "x".into(),
+                    active: false,
+                    reason: None,
+                    state: json!({}),
+                },
+                None
+            )
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Updating a deployment with its environment's new state writes both.
+pub async fn a_deployment_update_moves_the_environment_in_the_same_write(store: Arc<dyn Store>) {
+    let d = store
+        .create_deployment(new_deployment("staging", 3))
+        .await
+        .unwrap();
+    let moved = EnvironmentState {
+        current_release: Some(3),
+        previous_release: Some(2),
+        data: json!({ "overrides": { "A": "1" } }),
+    };
+    store
+        .update_deployment(
+            d.id,
+            &DeploymentUpdate {
+                status: "finishing".into(),
+                active: true,
+                reason: None,
+                state: json!({ "committed": true }),
+            },
+            Some(&moved),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.environment_state("staging").await.unwrap(), moved);
+    let d = store.deployment(d.id).await.unwrap().unwrap();
+    assert!(d.active && d.finished.is_none());
+    assert_eq!(d.state["committed"], true);
+}
+
+/// An environment nobody deployed has no releases; a written state reads back.
+pub async fn environment_state_defaults_and_round_trips(store: Arc<dyn Store>) {
+    let empty = store.environment_state("nowhere").await.unwrap();
+    assert_eq!(empty.current_release, None);
+    assert_eq!(empty.previous_release, None);
+    let state = EnvironmentState {
+        current_release: Some(1),
+        previous_release: None,
+        data: json!({ "standby": { "release": 1, "until_ms": 5 } }),
+    };
+    store
+        .set_environment_state("staging", &state)
+        .await
+        .unwrap();
+    assert_eq!(store.environment_state("staging").await.unwrap(), state);
+    assert_eq!(
+        store.environment_state("nowhere").await.unwrap().current_release,
+        None
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! Everything the control plane must remember across restarts goes through [`Store`]: the
 //! append-only event log, the append-only audit log, the configuration last applied to each
-//! environment, and later releases, deployments and pipeline runs. The embedded default is
+//! environment, immutable releases, deployments (their persisted state machines) and each
+//! environment's release pointers; later pipeline runs. The embedded default is
 //! [`SqliteStore`] (WAL mode, in the state directory); a PostgreSQL implementation for larger
 //! installations satisfies the same trait and passes the same suite in [`contract`].
 //!
@@ -42,6 +43,22 @@ pub enum StoreError {
         /// Why.
         #[source]
         source: sqlx::Error,
+    },
+    /// Another deployment of the environment is still going.
+    #[error("deployment {active} of `{environment}` is still going")]
+    Busy {
+        /// The environment.
+        environment: String,
+        /// The deployment that holds it.
+        active: i64,
+    },
+    /// No such record.
+    #[error("no {what} `{key}`")]
+    NotFound {
+        /// Which kind of record.
+        what: &'static str,
+        /// Its key.
+        key: String,
     },
     /// A stored value could not be decoded.
     #[error("stored {what} is corrupt")]
@@ -230,6 +247,110 @@ pub struct AppliedConfig {
     pub snapshot: serde_json::Value,
 }
 
+/// A release to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRelease {
+    /// Environment.
+    pub environment: String,
+    /// Code version label (a git commit, a tag, or what the user passed).
+    pub version: String,
+    /// One line for people (what changed).
+    pub description: String,
+    /// What the release runs, opaque to the store (the resolved configuration and more).
+    pub snapshot: serde_json::Value,
+}
+
+/// A recorded release: immutable but for its flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// Environment.
+    pub environment: String,
+    /// Number within the environment, from 1 (shown as `r<number>`).
+    pub number: i64,
+    /// Code version label.
+    pub version: String,
+    /// When it was recorded.
+    pub time: Timestamp,
+    /// One line for people.
+    pub description: String,
+    /// What it runs.
+    pub snapshot: serde_json::Value,
+    /// Kept by retention whatever its age.
+    pub pinned: bool,
+    /// Its build output was deleted by retention; it can no longer be deployed.
+    pub pruned: bool,
+}
+
+/// A deployment to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewDeployment {
+    /// Environment.
+    pub environment: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// The release it brings.
+    pub release: i64,
+    /// The release it replaces.
+    pub from_release: Option<i64>,
+    /// Initial status.
+    pub status: String,
+    /// Initial state machine, opaque to the store.
+    pub state: serde_json::Value,
+}
+
+/// A change to a deployment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploymentUpdate {
+    /// New status.
+    pub status: String,
+    /// Whether it still holds its environment.
+    pub active: bool,
+    /// Why it ended as it did (or is doing what it does).
+    pub reason: Option<String>,
+    /// The whole state machine.
+    pub state: serde_json::Value,
+}
+
+/// A recorded deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// Id, from 1, across environments.
+    pub id: i64,
+    /// Environment.
+    pub environment: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// The release it brings.
+    pub release: i64,
+    /// The release it replaces.
+    pub from_release: Option<i64>,
+    /// Status.
+    pub status: String,
+    /// Whether it still holds its environment.
+    pub active: bool,
+    /// Started.
+    pub started: Timestamp,
+    /// Last changed.
+    pub updated: Timestamp,
+    /// Ended.
+    pub finished: Option<Timestamp>,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
+    /// Its state machine.
+    pub state: serde_json::Value,
+}
+
+/// An environment's release pointers and what the deploy engine keeps with them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentState {
+    /// The release it runs.
+    pub current_release: Option<i64>,
+    /// The one it ran before.
+    pub previous_release: Option<i64>,
+    /// Opaque to the store (configuration overrides, a warm standby…).
+    pub data: serde_json::Value,
+}
+
 /// The control plane's state. Implementations are safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -270,6 +391,67 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a metadata value.
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Records a release with the next number of its environment.
+    async fn create_release(&self, release: NewRelease) -> Result<ReleaseRecord, StoreError>;
+
+    /// One release of an environment.
+    async fn release(
+        &self,
+        environment: &str,
+        number: i64,
+    ) -> Result<Option<ReleaseRecord>, StoreError>;
+
+    /// The newest `limit` releases of an environment, newest first.
+    async fn releases(&self, environment: &str, limit: u32)
+    -> Result<Vec<ReleaseRecord>, StoreError>;
+
+    /// Sets a release's flags (`None` leaves one as it is).
+    async fn set_release_flags(
+        &self,
+        environment: &str,
+        number: i64,
+        pinned: Option<bool>,
+        pruned: Option<bool>,
+    ) -> Result<(), StoreError>;
+
+    /// Records a new active deployment; [`StoreError::Busy`] when the environment has one.
+    async fn create_deployment(
+        &self,
+        deployment: NewDeployment,
+    ) -> Result<DeploymentRecord, StoreError>;
+
+    /// Updates a deployment and, in the same transaction, its environment's state when given
+    /// (so a deployment and the release its environment runs never disagree after a crash).
+    async fn update_deployment(
+        &self,
+        id: i64,
+        update: &DeploymentUpdate,
+        environment: Option<&EnvironmentState>,
+    ) -> Result<DeploymentRecord, StoreError>;
+
+    /// One deployment.
+    async fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError>;
+
+    /// The newest `limit` deployments (of one environment, or all), newest first.
+    async fn deployments(
+        &self,
+        environment: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeploymentRecord>, StoreError>;
+
+    /// Deployments still holding their environment, oldest first.
+    async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+
+    /// An environment's state (the default when nothing was recorded).
+    async fn environment_state(&self, environment: &str) -> Result<EnvironmentState, StoreError>;
+
+    /// Replaces an environment's state.
+    async fn set_environment_state(
+        &self,
+        environment: &str,
+        state: &EnvironmentState,
+    ) -> Result<(), StoreError>;
 }
 
 fn millis_to_time(ms: i64) -> Timestamp {

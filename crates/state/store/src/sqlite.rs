@@ -15,7 +15,8 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::{
-    AppliedConfig, AuditEntry, Event, EventLevel, EventQuery, NewAudit, NewEvent, Store,
+    AppliedConfig, AuditEntry, DeploymentRecord, DeploymentUpdate, EnvironmentState, Event,
+    EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent, NewRelease, ReleaseRecord, Store,
     StoreError, millis_to_time,
 };
 
@@ -99,6 +100,41 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
         message: row.get("message"),
         data: parse_json(row.get("data"), "event data")?,
     })
+}
+
+fn release_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRecord, StoreError> {
+    Ok(ReleaseRecord {
+        environment: row.get("environment"),
+        number: row.get("number"),
+        version: row.get("version"),
+        time: millis_to_time(row.get("time_ms")),
+        description: row.get("description"),
+        snapshot: parse_json(row.get("snapshot"), "release snapshot")?,
+        pinned: row.get::<i64, _>("pinned") != 0,
+        pruned: row.get::<i64, _>("pruned") != 0,
+    })
+}
+
+fn deployment_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, StoreError> {
+    Ok(DeploymentRecord {
+        id: row.get("id"),
+        environment: row.get("environment"),
+        kind: row.get("kind"),
+        release: row.get("release"),
+        from_release: row.get("from_release"),
+        status: row.get("status"),
+        active: row.get::<i64, _>("active") != 0,
+        started: millis_to_time(row.get("started_ms")),
+        updated: millis_to_time(row.get("updated_ms")),
+        finished: row.get::<Option<i64>, _>("finished_ms").map(millis_to_time),
+        reason: row.get("reason"),
+        state: parse_json(row.get("state"), "deployment state")?,
+    })
+}
+
+/// Whether a failed insert broke a uniqueness rule.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 #[async_trait]
@@ -281,4 +317,268 @@ impl Store for SqliteStore {
         .map_err(query_error("writing metadata"))?;
         Ok(())
     }
+
+    async fn create_release(&self, release: NewRelease) -> Result<ReleaseRecord, StoreError> {
+        let time_ms = now_ms();
+        // One statement, so two concurrent creations cannot take the same number.
+        let number: i64 = sqlx::query_scalar(
+            "INSERT INTO releases (environment, number, version, time_ms, description, snapshot) \
+             VALUES (?, (SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE environment = ?), \
+                     ?, ?, ?, ?) RETURNING number",
+        )
+        .bind(&release.environment)
+        .bind(&release.environment)
+        .bind(&release.version)
+        .bind(time_ms)
+        .bind(&release.description)
+        .bind(json_text(&release.snapshot))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("recording a release"))?;
+        Ok(ReleaseRecord {
+            environment: release.environment,
+            number,
+            version: release.version,
+            time: millis_to_time(time_ms),
+            description: release.description,
+            snapshot: release.snapshot,
+            pinned: false,
+            pruned: false,
+        })
+    }
+
+    async fn release(
+        &self,
+        environment: &str,
+        number: i64,
+    ) -> Result<Option<ReleaseRecord>, StoreError> {
+        sqlx::query("SELECT * FROM releases WHERE environment = ? AND number = ?")
+            .bind(environment)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("reading a release"))?
+            .as_ref()
+            .map(release_from_row)
+            .transpose()
+    }
+
+    async fn releases(
+        &self,
+        environment: &str,
+        limit: u32,
+    ) -> Result<Vec<ReleaseRecord>, StoreError> {
+        sqlx::query("SELECT * FROM releases WHERE environment = ? ORDER BY number DESC LIMIT ?")
+            .bind(environment)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("reading releases"))?
+            .iter()
+            .map(release_from_row)
+            .collect()
+    }
+
+    async fn set_release_flags(
+        &self,
+        environment: &str,
+        number: i64,
+        pinned: Option<bool>,
+        pruned: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE releases SET pinned = COALESCE(?, pinned), pruned = COALESCE(?, pruned) \
+             WHERE environment = ? AND number = ?",
+        )
+        .bind(pinned.map(i64::from))
+        .bind(pruned.map(i64::from))
+        .bind(environment)
+        .bind(number)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("flagging a release"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "release",
+                key: format!("{environment}/r{number}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_deployment(
+        &self,
+        deployment: NewDeployment,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let time_ms = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO deployments (environment, kind, release, from_release, status, active, \
+                                      started_ms, updated_ms, state) \
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) RETURNING *",
+        )
+        .bind(&deployment.environment)
+        .bind(&deployment.kind)
+        .bind(deployment.release)
+        .bind(deployment.from_release)
+        .bind(&deployment.status)
+        .bind(time_ms)
+        .bind(time_ms)
+        .bind(json_text(&deployment.state))
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(row) => deployment_from_row(&row),
+            Err(e) if is_unique_violation(&e) => {
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT id FROM deployments WHERE environment = ? AND active = 1",
+                )
+                .bind(&deployment.environment)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error("reading the active deployment"))?
+                .unwrap_or(0);
+                Err(StoreError::Busy {
+                    environment: deployment.environment,
+                    active,
+                })
+            }
+            Err(e) => Err(query_error("recording a deployment")(e)),
+        }
+    }
+
+    async fn update_deployment(
+        &self,
+        id: i64,
+        update: &DeploymentUpdate,
+        environment: Option<&EnvironmentState>,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let time_ms = now_ms();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("starting a transaction"))?;
+        let row = sqlx::query(
+            "UPDATE deployments SET status = ?, active = ?, reason = ?, state = ?, updated_ms = ?, \
+                    finished_ms = CASE WHEN ? THEN NULL ELSE COALESCE(finished_ms, ?) END \
+             WHERE id = ? RETURNING *",
+        )
+        .bind(&update.status)
+        .bind(i64::from(update.active))
+        .bind(&update.reason)
+        .bind(json_text(&update.state))
+        .bind(time_ms)
+        .bind(update.active)
+        .bind(time_ms)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("updating a deployment"))?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "deployment",
+            key: id.to_string(),
+        })?;
+        let record = deployment_from_row(&row)?;
+        if let Some(state) = environment {
+            write_environment_state(&mut tx, &record.environment, state).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(query_error("committing a deployment update"))?;
+        Ok(record)
+    }
+
+    async fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError> {
+        sqlx::query("SELECT * FROM deployments WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("reading a deployment"))?
+            .as_ref()
+            .map(deployment_from_row)
+            .transpose()
+    }
+
+    async fn deployments(
+        &self,
+        environment: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeploymentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM deployments WHERE (? IS NULL OR environment = ?) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(environment)
+        .bind(environment)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading deployments"))?
+        .iter()
+        .map(deployment_from_row)
+        .collect()
+    }
+
+    async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        sqlx::query("SELECT * FROM deployments WHERE active = 1 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("reading active deployments"))?
+            .iter()
+            .map(deployment_from_row)
+            .collect()
+    }
+
+    async fn environment_state(&self, environment: &str) -> Result<EnvironmentState, StoreError> {
+        let row = sqlx::query("SELECT * FROM environment_state WHERE environment = ?")
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("reading an environment's state"))?;
+        let Some(row) = row else {
+            return Ok(EnvironmentState {
+                data: serde_json::json!({}),
+                ..EnvironmentState::default()
+            });
+        };
+        Ok(EnvironmentState {
+            current_release: row.get("current_release"),
+            previous_release: row.get("previous_release"),
+            data: parse_json(row.get("data"), "environment state")?,
+        })
+    }
+
+    async fn set_environment_state(
+        &self,
+        environment: &str,
+        state: &EnvironmentState,
+    ) -> Result<(), StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_error("writing an environment's state"))?;
+        write_environment_state(&mut conn, environment, state).await
+    }
+}
+
+async fn write_environment_state(
+    conn: &mut sqlx::SqliteConnection,
+    environment: &str,
+    state: &EnvironmentState,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO environment_state (environment, current_release, previous_release, data) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (environment) DO UPDATE SET \
+           current_release = excluded.current_release, \
+           previous_release = excluded.previous_release, data = excluded.data",
+    )
+    .bind(environment)
+    .bind(state.current_release)
+    .bind(state.previous_release)
+    .bind(json_text(&state.data))
+    .execute(conn)
+    .await
+    .map_err(query_error("writing an environment's state"))?;
+    Ok(())
 }

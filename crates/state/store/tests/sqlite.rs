@@ -85,3 +85,38 @@ async fn the_database_is_in_wal_mode() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+#[tokio::test]
+async fn a_release_cannot_be_rewritten_or_deleted_only_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .create_release(slipway_store::NewRelease {
+            environment: "staging".into(),
+            version: "abc".into(),
+            description: "first".into(),
+            snapshot: serde_json::json!({ "env": { "A": "1" } }),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE releases SET snapshot = '{}'",
+        "UPDATE releases SET version = 'x'",
+        "DELETE FROM releases",
+    ] {
+        let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
+        assert!(
+            err.to_string().contains("immutable") || err.to_string().contains("never deleted"),
+            "{sql}: {err}"
+        );
+    }
+    sqlx::query("UPDATE releases SET pinned = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+}
