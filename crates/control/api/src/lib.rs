@@ -258,6 +258,9 @@ pub struct ApplyResult {
     /// The plan that was applied (see `slipway plan --json`).
     #[schema(value_type = Object)]
     pub plan: serde_json::Value,
+    /// The deployment the change started, if it started one.
+    #[serde(default)]
+    pub deployment: Option<i64>,
 }
 
 /// Query of `GET /v1/services/{service}/logs`.
@@ -312,4 +315,167 @@ pub struct ShutdownQuery {
     /// `stop` stops every instance first (`slipway down`); `keep` (default) leaves them
     /// running for the next control plane to adopt.
     pub workloads: Option<String>,
+}
+
+/// Body of `POST /v1/environments/{env}/deploy`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeployBody {
+    /// Code version label (default: the project's git commit, else `local`).
+    pub version: Option<String>,
+    /// `recreate`, `rolling`, `blue-green` or `canary`, for every web service.
+    pub strategy: Option<String>,
+    /// Variables set for every service of the environment (kept for later releases).
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    /// Variables no longer set by earlier `set`s.
+    #[serde(default)]
+    pub unset: Vec<String>,
+    /// What this release is, for people.
+    pub message: Option<String>,
+}
+
+/// Body of `POST /v1/environments/{env}/rollback`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RollbackBody {
+    /// Release to go back to (`r3`; default: the previous one).
+    pub to: Option<String>,
+    /// Why, for the record.
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /v1/environments/{env}/{promote|pause|resume|abort}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ControlBody {
+    /// `promote`: skip the remaining steps.
+    #[serde(default)]
+    pub full: bool,
+    /// `abort`: why.
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /v1/environments/{env}/releases/{release}/pin`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PinBody {
+    /// Pin (true) or unpin (false).
+    pub pinned: bool,
+}
+
+/// Query of `GET /v1/deployments`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct DeploymentsQuery {
+    /// Only this environment.
+    pub env: Option<String>,
+    /// How many of the newest (default 20).
+    pub limit: Option<u32>,
+}
+
+/// A deployment (or rollback) and how it is going: what `slipway deploy` shows live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentView {
+    /// Id.
+    pub deployment: i64,
+    /// Environment.
+    pub environment: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// The release it brings (`r4`).
+    pub release: String,
+    /// Its version label.
+    pub version: String,
+    /// The release it replaces.
+    pub from_release: Option<String>,
+    /// `running`, `paused`, `watching`, `rolling-back`, `succeeded`, `rolled_back`, `failed`.
+    pub status: String,
+    /// Once it ended: `succeeded`, `rolled_back` or `failed`.
+    pub outcome: Option<String>,
+    /// Why it rolled back or failed (or why a rollback was made).
+    pub reason: Option<String>,
+    /// Why it is paused.
+    pub paused: Option<String>,
+    /// Who started it.
+    pub actor: String,
+    /// Started.
+    pub started_at: jiff::Timestamp,
+    /// Ended.
+    pub finished_at: Option<jiff::Timestamp>,
+    /// Start to end (or to now), in milliseconds.
+    pub duration_ms: u64,
+    /// Start to all traffic on the new release, in milliseconds.
+    pub switched_ms: Option<u64>,
+    /// The post-deploy watch ends then.
+    pub watch_until: Option<jiff::Timestamp>,
+    /// Per service.
+    pub services: Vec<ServiceProgressView>,
+}
+
+/// One service in a [`DeploymentView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceProgressView {
+    /// Name.
+    pub name: String,
+    /// The strategy it moves with.
+    pub strategy: String,
+    /// `waiting`, `moving`, `done` or `reverted`.
+    pub phase: String,
+    /// Canary step (1-based) and how many there are.
+    pub step: Option<(usize, usize)>,
+    /// The new release's share of traffic, 0–100.
+    pub weight: f64,
+    /// Instances of the new release wanted, and ready.
+    pub new_instances: (u32, u32),
+    /// Instances of the old release wanted, and ready.
+    pub old_instances: (u32, u32),
+    /// One line for people.
+    pub detail: String,
+    /// The last analysis.
+    pub analysis: Option<AnalysisView>,
+}
+
+/// An analysis of the new release against the old.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AnalysisView {
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: String,
+    /// Why.
+    pub reason: String,
+    /// The new release.
+    pub canary: TrafficSummary,
+    /// The release it is compared with.
+    pub baseline: Option<TrafficSummary>,
+}
+
+/// Requests, errors and latency of one side of an analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrafficSummary {
+    /// Requests.
+    pub requests: u64,
+    /// Share answered 5xx.
+    pub error_rate: f64,
+    /// Median latency.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub p95_ms: Option<f64>,
+}
+
+/// A release, as `slipway releases` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseView {
+    /// Id (`r4`).
+    pub id: String,
+    /// Version label.
+    pub version: String,
+    /// When it was made.
+    pub created_at: jiff::Timestamp,
+    /// What it changed.
+    pub description: String,
+    /// `current`, `previous`, `standby`, or empty.
+    pub role: String,
+    /// Kept by retention whatever its age.
+    pub pinned: bool,
+    /// Its build output was deleted by retention.
+    pub pruned: bool,
+    /// How its last deployment ended.
+    pub last_outcome: Option<String>,
+    /// Its environment overrides (`deploy --set`).
+    pub overrides: std::collections::BTreeMap<String, String>,
 }

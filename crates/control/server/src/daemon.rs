@@ -158,7 +158,23 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let started_at = jiff::Timestamp::now();
     let pid = std::process::id();
     let shutdown = CancellationToken::new();
-    let workloads = Arc::new(workloads_for(&project, &state_dir, store.clone()));
+    let salt = match store
+        .meta("secret_salt")
+        .await
+        .map_err(DaemonError::Store)?
+    {
+        Some(s) => s,
+        None => {
+            let salt = new_token()?;
+            store
+                .set_meta("secret_salt", &salt)
+                .await
+                .map_err(DaemonError::Store)?;
+            salt
+        }
+    };
+    let workloads = Arc::new(workloads_for(&project, &state_dir, store.clone(), salt));
+    let engine = slipway_deploy::Engine::new(store.clone(), workloads.clone());
     let app = Arc::new(AppState::new(
         store.clone(),
         options.file.clone(),
@@ -172,6 +188,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             store: store.backend().to_string(),
         },
         workloads.clone(),
+        engine.clone(),
     ));
 
     store
@@ -189,8 +206,15 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .map_err(DaemonError::Apply)?;
     tracing::info!(environment = %applied.environment, generation = applied.generation, "configuration applied");
     workloads.start_dataplane().await;
-    if let Ok(resolved) = project.resolve(&applied.environment) {
-        workloads.apply(&resolved, applied.generation).await;
+    // What ran before this start comes back first (instances are adopted, interrupted
+    // deployments resumed or rolled back); only then does the route sync run, so the proxy
+    // keeps serving its last table meanwhile.
+    crate::deploys::ensure_restored(&app, &applied.environment).await;
+    workloads.start_route_sync();
+    match crate::deploys::deploy_if_changed(&app, &project, &applied, "slipway up").await {
+        Ok(Some(d)) => tracing::info!(deployment = d.id, "deploying the project file"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "the project file was not deployed"),
     }
 
     state_dir
@@ -224,6 +248,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
 
+    engine.shutdown();
     if app.stop_workloads.load(Ordering::SeqCst) {
         tracing::info!("stopping every instance");
         workloads.stop_all().await;
@@ -259,6 +284,7 @@ fn workloads_for(
     project: &slipway_spec::Project,
     state_dir: &StateDir,
     store: Arc<dyn Store>,
+    secret_salt: String,
 ) -> Workloads {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("slipway"));
     let driver = slipway_runtime::LocalDriver::new(
@@ -294,5 +320,6 @@ fn workloads_for(
             logs: slipway_runtime::driver::LogPolicy::default(),
         },
         dataplane,
+        secret_salt,
     )
 }

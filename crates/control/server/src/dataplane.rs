@@ -3,9 +3,12 @@
 //! re-adopted), restarts it when it dies, and keeps its route table in step with the
 //! instances that are ready.
 //!
-//! The proxy saves every table it accepts and serves it again after a restart, so the sync
-//! here only has to push a new version when what is ready changes, or when the proxy reports
-//! an older version than the last one pushed.
+//! What each web service's route holds comes from its traffic plan (which releases, on which
+//! track, with which weight: the deploy engine's to set) and from the instances that are
+//! ready; a pool whose release has no ready instance is left out while another has some. The
+//! proxy saves every table it accepts and serves it again after a restart, so the sync here
+//! only has to push a new version when the routes change, or when the proxy reports an older
+//! version than the last one pushed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::json;
+use slipway_deploy::ServiceTraffic;
+use slipway_proxy::metrics::{PoolSample, WindowStats};
 use slipway_proxy::{Backend, Pool, Route, RouteTable, Track};
 use slipway_runtime::driver::{Exit, Found, Instance, InstanceSpec, LogPolicy, Verdict};
 use slipway_runtime::{Driver, ServiceStatus};
@@ -29,13 +34,10 @@ pub(crate) const SYSTEM_ENV: &str = "_system";
 pub(crate) struct Routed {
     pub(crate) environment: String,
     pub(crate) service: String,
-    /// Public port (0: the proxy picks one and keeps it).
-    pub(crate) port: u16,
-    /// The release the environment runs.
-    pub(crate) release: String,
-    /// How long a removed release's requests may finish.
-    pub(crate) drain: Duration,
-    pub(crate) status: ServiceStatus,
+    /// What the deploy engine asked for.
+    pub(crate) plan: ServiceTraffic,
+    /// Its instances, every release's.
+    pub(crate) status: Option<ServiceStatus>,
 }
 
 /// See the module docs.
@@ -303,8 +305,9 @@ impl DataPlane {
         lock(&self.pushed).as_ref().map(|(_, t)| t.clone())
     }
 
-    /// Pushes routes for these services if they changed (or the proxy lost them).
-    pub(crate) async fn sync(&self, services: &[Routed]) {
+    /// Pushes routes for these services if they changed (or the proxy lost them); `Ok` once
+    /// the proxy serves them.
+    pub(crate) async fn sync(&self, services: &[Routed]) -> Result<(), String> {
         let routes: Vec<Route> = services.iter().map(route_for).collect();
         let (last, version) = {
             let pushed = lock(&self.pushed);
@@ -314,48 +317,104 @@ impl DataPlane {
             )
         };
         let url = |path: &str| format!("http://{}{path}", self.admin);
-        let proxy_version = match self.client.get(url("/healthz")).send().await {
-            Ok(r) => r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v["version"].as_u64())
-                .unwrap_or(0),
-            Err(_) => return, // not up (yet): the next round tries again
-        };
+        let proxy_version = self
+            .client
+            .get(url("/healthz"))
+            .send()
+            .await
+            .map_err(|e| format!("the proxy does not answer: {e}"))?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+            .unwrap_or(0);
         if last.as_ref() == Some(&routes) && proxy_version == version {
-            return;
+            return Ok(());
         }
         let next = version.max(proxy_version) + 1;
         let table = RouteTable {
             version: next,
             routes: routes.clone(),
         };
-        match self.client.put(url("/routes")).json(&table).send().await {
-            Ok(r) if r.status().is_success() => {
-                if let Ok(accepted) = r.json::<RouteTable>().await {
-                    *lock(&self.pushed) = Some((routes, accepted));
-                }
-            }
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                tracing::warn!(%status, %body, "the proxy refused the route table");
-                if status == reqwest::StatusCode::CONFLICT
-                    && let Ok(current) = self
-                        .client
-                        .get(url("/routes"))
-                        .send()
-                        .await
-                        .and_then(reqwest::Response::error_for_status)
-                    && let Ok(current) = current.json::<RouteTable>().await
-                {
-                    // Learn its version; the next round pushes past it.
-                    *lock(&self.pushed) = Some((Vec::new(), current));
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot reach the proxy"),
+        let r = self
+            .client
+            .put(url("/routes"))
+            .json(&table)
+            .send()
+            .await
+            .map_err(|e| format!("the proxy does not answer: {e}"))?;
+        if r.status().is_success() {
+            let accepted = r
+                .json::<RouteTable>()
+                .await
+                .map_err(|e| format!("unexpected answer from the proxy: {e}"))?;
+            *lock(&self.pushed) = Some((routes, accepted));
+            return Ok(());
         }
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        tracing::warn!(%status, %body, "the proxy refused the route table");
+        if status == reqwest::StatusCode::CONFLICT
+            && let Ok(current) = self
+                .client
+                .get(url("/routes"))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+            && let Ok(current) = current.json::<RouteTable>().await
+        {
+            // Learn its version; the next round pushes past it.
+            *lock(&self.pushed) = Some((Vec::new(), current));
+        }
+        Err(format!(
+            "the proxy refused the route table ({status}): {body}"
+        ))
+    }
+
+    /// Cumulative counts of every pool.
+    pub(crate) async fn samples(&self) -> Result<Vec<PoolSample>, String> {
+        self.client
+            .get(format!("http://{}/samples", self.admin))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("the proxy does not answer: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("unexpected answer from the proxy: {e}"))
+    }
+
+    /// Windowed stats of every pool.
+    pub(crate) async fn window_stats(
+        &self,
+        window: Duration,
+    ) -> Result<Vec<(slipway_deploy::PoolKey, WindowStats)>, String> {
+        let values: Vec<serde_json::Value> = self
+            .client
+            .get(format!(
+                "http://{}/stats?window={}",
+                self.admin,
+                window.as_secs().max(1)
+            ))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("the proxy does not answer: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("unexpected answer from the proxy: {e}"))?;
+        Ok(values
+            .into_iter()
+            .filter_map(|v| {
+                let key = slipway_deploy::PoolKey {
+                    environment: v["environment"].as_str()?.to_string(),
+                    service: v["service"].as_str()?.to_string(),
+                    release: v["release"].as_str()?.to_string(),
+                    track: Track::parse(v["track"].as_str()?)?,
+                };
+                Some((key, serde_json::from_value(v).ok()?))
+            })
+            .collect())
     }
 }
 
@@ -363,38 +422,63 @@ fn slipway_server_version() -> String {
     crate::VERSION.to_string()
 }
 
-/// The route of one web service: the environment's release is the stable pool, with the
-/// instances of it that are healthy (deploys add canary and preview pools).
+/// Whether an instance may get traffic: running (not retiring) and ready — or just adopted
+/// from a previous control plane and not checked yet, since the proxy was sending it traffic
+/// all along.
+fn routable(i: &slipway_runtime::supervisor::InstanceStatus) -> bool {
+    i.state == "running" && (i.health == "healthy" || (i.adopted && i.health == "starting"))
+}
+
+/// The route of one web service: its plan's pools with their ready instances. A pool with no
+/// ready instance is left out while another pool has some (its share goes to the others); the
+/// preview pool stays, reachable on its own listener.
 fn route_for(r: &Routed) -> Route {
-    let mut backends: Vec<Backend> = r
-        .status
-        .instances
+    let mut pools: Vec<Pool> = r
+        .plan
+        .pools
         .iter()
-        .filter(|i| i.health == "healthy" && i.release == r.release)
-        .filter_map(|i| {
-            Some(Backend {
-                id: i.id.clone(),
-                addr: format!("127.0.0.1:{}", i.port?),
-            })
+        .map(|p| {
+            let mut backends: Vec<Backend> = r
+                .status
+                .iter()
+                .flat_map(|s| &s.instances)
+                .filter(|i| i.release == p.release && routable(i))
+                .filter_map(|i| {
+                    Some(Backend {
+                        id: i.id.clone(),
+                        addr: format!("127.0.0.1:{}", i.port?),
+                    })
+                })
+                .collect();
+            backends.sort_by(|a, b| a.id.cmp(&b.id));
+            Pool {
+                release: p.release.clone(),
+                track: p.track,
+                weight: p.weight,
+                backends,
+            }
         })
         .collect();
-    backends.sort_by(|a, b| a.id.cmp(&b.id));
-    let pools = vec![Pool {
-        release: r.release.clone(),
-        track: Track::Stable,
-        weight: 100.0,
-        backends,
-    }];
+    let serving = pools
+        .iter()
+        .any(|p| p.track != Track::Preview && !p.backends.is_empty());
+    if serving {
+        pools.retain(|p| p.track == Track::Preview || !p.backends.is_empty());
+    }
+    let preview = pools.iter().any(|p| p.track == Track::Preview);
     Route {
         environment: r.environment.clone(),
         service: r.service.clone(),
-        listen: format!("127.0.0.1:{}", r.port),
+        listen: format!("127.0.0.1:{}", r.plan.port),
         host: None,
         path_prefix: None,
-        preview_listen: None,
-        sticky: Default::default(),
-        canary_tenants: Vec::new(),
-        drain_ms: u64::try_from(r.drain.as_millis()).unwrap_or(u64::MAX),
+        preview_listen: preview.then(|| "127.0.0.1:0".to_string()),
+        sticky: slipway_proxy::table::Sticky {
+            cookie: Some(r.plan.sticky_cookie.clone()),
+            header: r.plan.sticky_header.clone(),
+        },
+        canary_tenants: r.plan.canary_tenants.clone(),
+        drain_ms: r.plan.drain_ms,
         mode: Default::default(),
         max_body_bytes: 10 * 1024 * 1024,
         timeout_ms: 60_000,

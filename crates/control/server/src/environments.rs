@@ -101,5 +101,6 @@ pub async fn apply(
         generation,
         changed,
         plan: serde_json::to_value(&plan).expect("a plan serializes"),
+        deployment: None,
     })
 }

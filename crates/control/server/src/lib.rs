@@ -1,11 +1,12 @@
 //! The control-plane daemon (`slipway up`): it owns a project's state directory, serves the
-//! authenticated HTTP API on loopback, and drives the runtime (and, in later layers, the proxy
-//! and deploys).
+//! authenticated HTTP API on loopback, and drives the runtime, the proxy and the deploy engine.
 //!
 //! - [`daemon`]: start-up and shutdown (lock, token, store, listener, `daemon.json`).
 //! - [`environments`]: applying the project file to an environment (what `up` records).
 //! - `workloads`: one runtime supervisor per environment brought up, on the local-process
-//!   driver.
+//!   driver, and every web service's traffic plan: the platform the deploy engine drives.
+//! - `deploys`: starting deploys (from the API, and from `up` when the file changed) and
+//!   restoring an environment under the engine.
 //! - `dataplane`: runs and re-adopts `slipway proxy`, and pushes it route tables.
 //! - `http`: routes, authentication, audit, errors and the event stream.
 //!
@@ -14,6 +15,7 @@
 
 pub mod daemon;
 mod dataplane;
+mod deploys;
 pub mod environments;
 mod http;
 mod workloads;

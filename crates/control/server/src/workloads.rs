@@ -1,12 +1,18 @@
-//! The control plane's workloads: one [`Runtime`] per environment brought up, all on one
-//! runtime driver (the local-process driver by default), and their view in the API.
+//! The control plane's workloads: one [`Runtime`] per environment, all on one runtime driver
+//! (the local-process driver by default), the traffic plan of every web service, and the loop
+//! that keeps the proxy's routes in step with both. This is the [`Platform`] the deploy engine
+//! drives, and the view `status` shows.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use indexmap::IndexMap;
 use slipway_api::{CheckResult, CronRun, InstanceStatus, ServiceStatus, TrafficShare};
-use slipway_runtime::supervisor::RuntimeError;
+use slipway_deploy::{Platform, PlatformError, PoolKey, ServiceTraffic};
+use slipway_proxy::metrics::{PoolSample, WindowStats};
+use slipway_runtime::supervisor::{RuntimeError, SetStatus};
 use slipway_runtime::{Driver, Release, Runtime, RuntimeOptions};
 use slipway_spec::ResolvedEnv;
 use slipway_store::Store;
@@ -20,9 +26,17 @@ pub(crate) struct Workloads {
     store: Arc<dyn Store>,
     options: RuntimeOptions,
     runtimes: Mutex<HashMap<String, Arc<Runtime>>>,
-    releases: Mutex<HashMap<String, Release>>,
-    envs: Mutex<HashMap<String, ResolvedEnv>>,
+    /// Traffic plans by (environment, service).
+    plans: std::sync::Mutex<BTreeMap<(String, String), ServiceTraffic>>,
     dataplane: Option<Arc<DataPlane>>,
+    /// One route push at a time.
+    syncing: Mutex<()>,
+    /// Mixed into secret digests, so a digest cannot be checked against guesses elsewhere.
+    secret_salt: String,
+}
+
+fn plans_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Workloads {
@@ -31,114 +45,112 @@ impl Workloads {
         store: Arc<dyn Store>,
         options: RuntimeOptions,
         dataplane: Option<Arc<DataPlane>>,
+        secret_salt: String,
     ) -> Self {
         Workloads {
             driver,
             store,
             options,
             runtimes: Mutex::new(HashMap::new()),
-            releases: Mutex::new(HashMap::new()),
-            envs: Mutex::new(HashMap::new()),
+            plans: std::sync::Mutex::new(BTreeMap::new()),
             dataplane,
+            syncing: Mutex::new(()),
+            secret_salt,
         }
     }
 
-    /// Starts (or re-adopts) the proxy and keeps its routes in step with ready instances.
-    pub(crate) async fn start_dataplane(self: &Arc<Self>) {
+    /// Starts (or re-adopts) the proxy.
+    pub(crate) async fn start_dataplane(&self) {
         let Some(dataplane) = &self.dataplane else {
             return;
         };
         let found = self.driver.list().await.unwrap_or_default();
         dataplane.start(found).await;
+    }
+
+    /// Keeps the proxy's routes in step with ready instances from now on.
+    pub(crate) fn start_route_sync(self: &Arc<Self>) {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 let Some(this) = this.upgrade() else { return };
-                this.sync_routes().await;
+                let _ = this.sync_routes().await;
             }
         });
     }
 
-    /// Pushes the routes of every web service with a public port.
-    pub(crate) async fn sync_routes(&self) {
+    /// Pushes the routes of every planned web service.
+    pub(crate) async fn sync_routes(&self) -> Result<(), String> {
         let Some(dataplane) = &self.dataplane else {
-            return;
+            return Ok(());
         };
-        let envs: Vec<ResolvedEnv> = self.envs.lock().await.values().cloned().collect();
+        let _one_at_a_time = self.syncing.lock().await;
+        let plans = plans_lock(&self.plans).clone();
+        let mut statuses: HashMap<String, Vec<slipway_runtime::ServiceStatus>> = HashMap::new();
         let mut routed = Vec::new();
-        for env in envs {
-            let (Some(runtime), Some(release)) = (
-                self.runtime(&env.environment).await,
-                self.release(&env.environment).await,
-            ) else {
-                continue;
-            };
-            let statuses = runtime.status().await;
-            for service in env.services.values() {
-                let Some(port) = service.port else { continue };
-                if service.kind != slipway_spec::model::ServiceKind::Web {
-                    continue;
-                }
-                let Some(status) = statuses.iter().find(|s| s.name == service.name) else {
-                    continue;
+        for ((environment, service), plan) in plans {
+            if !statuses.contains_key(&environment) {
+                let s = match self.existing_runtime(&environment).await {
+                    Some(r) => r.status().await,
+                    None => Vec::new(),
                 };
-                routed.push(Routed {
-                    environment: env.environment.clone(),
-                    service: service.name.clone(),
-                    port,
-                    release: release.id.clone(),
-                    drain: service.drain.std(),
-                    status: status.clone(),
-                });
+                statuses.insert(environment.clone(), s);
             }
+            let status = statuses[&environment]
+                .iter()
+                .find(|s| s.name == service)
+                .cloned();
+            routed.push(Routed {
+                environment,
+                service,
+                plan,
+                status,
+            });
         }
-        routed.sort_by(|a, b| (&a.environment, &a.service).cmp(&(&b.environment, &b.service)));
-        dataplane.sync(&routed).await;
+        dataplane.sync(&routed).await
     }
 
-    /// Brings `env` to its applied configuration (generation `generation`).
-    pub(crate) async fn apply(&self, env: &ResolvedEnv, generation: i64) {
-        let runtime = {
-            let mut runtimes = self.runtimes.lock().await;
-            runtimes
-                .entry(env.environment.clone())
-                .or_insert_with(|| {
-                    let mut options = self.options.clone();
-                    options.logs = slipway_runtime::driver::LogPolicy {
-                        max_size: env.logs.max_size,
-                        keep: env.logs.keep,
-                    };
-                    Arc::new(Runtime::new(
-                        self.driver.clone(),
-                        self.store.clone(),
-                        options,
-                    ))
-                })
-                .clone()
-        };
-        let release = Release {
-            id: format!("r{generation}"),
-            version: code_version(&env.dir),
-        };
-        runtime.apply(env, &release).await;
-        self.envs
-            .lock()
-            .await
-            .insert(env.environment.clone(), env.clone());
-        self.releases
-            .lock()
-            .await
-            .insert(env.environment.clone(), release);
+    /// The runtime of an environment, created on first use.
+    pub(crate) async fn runtime(&self, env: &ResolvedEnv) -> Arc<Runtime> {
+        let mut runtimes = self.runtimes.lock().await;
+        runtimes
+            .entry(env.environment.clone())
+            .or_insert_with(|| {
+                let mut options = self.options.clone();
+                options.logs = slipway_runtime::driver::LogPolicy {
+                    max_size: env.logs.max_size,
+                    keep: env.logs.keep,
+                };
+                Arc::new(Runtime::new(
+                    self.driver.clone(),
+                    self.store.clone(),
+                    options,
+                    &env.environment,
+                ))
+            })
+            .clone()
     }
 
-    /// The release an environment runs.
-    pub(crate) async fn release(&self, environment: &str) -> Option<Release> {
-        self.releases.lock().await.get(environment).cloned()
-    }
-
-    pub(crate) async fn runtime(&self, environment: &str) -> Option<Arc<Runtime>> {
+    pub(crate) async fn existing_runtime(&self, environment: &str) -> Option<Arc<Runtime>> {
         self.runtimes.lock().await.get(environment).cloned()
+    }
+
+    /// Digests of the secret values the services get (never the values).
+    pub(crate) fn secret_versions(&self) -> IndexMap<String, String> {
+        use sha2::{Digest, Sha256};
+        self.options
+            .secrets
+            .iter()
+            .map(|(name, value)| {
+                let mut h = Sha256::new();
+                h.update(self.secret_salt.as_bytes());
+                h.update(name.as_bytes());
+                h.update([0]);
+                h.update(value.as_bytes());
+                (name.clone(), hex::encode(&h.finalize()[..6]))
+            })
+            .collect()
     }
 
     /// Stops every instance of every environment, and the proxy.
@@ -165,7 +177,7 @@ impl Workloads {
 
     /// The API view of an environment's services, if it is brought up.
     pub(crate) async fn status(&self, environment: &str) -> Option<Vec<ServiceStatus>> {
-        let runtime = self.runtime(environment).await?;
+        let runtime = self.existing_runtime(environment).await?;
         let table = self.dataplane.as_ref().and_then(|d| d.table());
         Some(
             runtime
@@ -191,24 +203,156 @@ impl Workloads {
         environment: &str,
         service: &str,
     ) -> Option<Result<String, RuntimeError>> {
-        let runtime = self.runtime(environment).await?;
+        let runtime = self.existing_runtime(environment).await?;
         Some(runtime.run_now(service).await)
+    }
+
+    fn route(&self, environment: &str, service: &str) -> Option<slipway_proxy::Route> {
+        let table = self.dataplane.as_ref()?.table()?;
+        table
+            .routes
+            .into_iter()
+            .find(|r| r.environment == environment && r.service == service)
     }
 }
 
-/// The code version of the project folder: the git commit when it is a repository.
-fn code_version(dir: &Path) -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "local".to_string())
+fn err(e: impl std::fmt::Display) -> PlatformError {
+    PlatformError(e.to_string())
+}
+
+#[async_trait]
+impl Platform for Workloads {
+    async fn ensure_set(
+        &self,
+        config: &ResolvedEnv,
+        release: &Release,
+        service: &str,
+        replicas: u32,
+    ) -> Result<(), PlatformError> {
+        self.runtime(config)
+            .await
+            .ensure(config, release, service, replicas)
+            .await
+            .map_err(err)
+    }
+
+    async fn retire_from(&self, environment: &str, service: &str, release: &str, from: u32) {
+        if let Some(r) = self.existing_runtime(environment).await {
+            r.retire_from(service, release, from).await;
+        }
+    }
+
+    async fn remove_set(&self, environment: &str, service: &str, release: &str) {
+        if let Some(r) = self.existing_runtime(environment).await {
+            r.remove(service, release).await;
+        }
+    }
+
+    async fn sets(&self, environment: &str) -> Vec<SetStatus> {
+        match self.existing_runtime(environment).await {
+            Some(r) => r.sets().await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn release_unclaimed(&self, environment: &str) {
+        if let Some(r) = self.existing_runtime(environment).await {
+            r.release_unclaimed().await;
+        }
+    }
+
+    fn command_environment(
+        &self,
+        config: &ResolvedEnv,
+        release: &Release,
+        service: &str,
+    ) -> Result<(IndexMap<String, String>, Vec<String>), PlatformError> {
+        let spec = config
+            .services
+            .get(service)
+            .ok_or_else(|| err(format!("no service `{service}`")))?;
+        // Composing variables needs no runtime state beyond the options.
+        let runtime = Runtime::new(
+            self.driver.clone(),
+            self.store.clone(),
+            self.options.clone(),
+            &config.environment,
+        );
+        runtime.environment_of(config, release, spec).map_err(err)
+    }
+
+    async fn set_traffic(
+        &self,
+        environment: &str,
+        service: &str,
+        plan: Option<ServiceTraffic>,
+    ) -> Result<(), PlatformError> {
+        {
+            let mut plans = plans_lock(&self.plans);
+            let key = (environment.to_string(), service.to_string());
+            match plan {
+                Some(p) => {
+                    plans.insert(key, p);
+                }
+                None => {
+                    plans.remove(&key);
+                }
+            }
+        }
+        // The proxy may be restarting (it is back within milliseconds): try for a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.sync_routes().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(err(e)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn traffic(&self, environment: &str, service: &str) -> Option<ServiceTraffic> {
+        plans_lock(&self.plans)
+            .get(&(environment.to_string(), service.to_string()))
+            .cloned()
+    }
+
+    async fn samples(&self) -> Result<Vec<PoolSample>, PlatformError> {
+        match &self.dataplane {
+            Some(d) => d.samples().await.map_err(err),
+            None => Err(err("the proxy could not be prepared")),
+        }
+    }
+
+    async fn window_stats(
+        &self,
+        window: Duration,
+    ) -> Result<Vec<(PoolKey, WindowStats)>, PlatformError> {
+        match &self.dataplane {
+            Some(d) => d.window_stats(window).await.map_err(err),
+            None => Err(err("the proxy could not be prepared")),
+        }
+    }
+
+    async fn preview_address(&self, environment: &str, service: &str) -> Option<String> {
+        self.route(environment, service)?.preview_listen
+    }
+
+    async fn prune(&self, environment: &str, release: &Release) {
+        let dir = self
+            .options
+            .releases_dir
+            .join(environment)
+            .join(&release.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a pruned release");
+        }
+    }
+
+    async fn public_address(&self, environment: &str, service: &str) -> Option<String> {
+        Some(self.route(environment, service)?.listen)
+    }
 }
 
 fn to_api(s: slipway_runtime::ServiceStatus, route: Option<slipway_proxy::Route>) -> ServiceStatus {

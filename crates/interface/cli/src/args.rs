@@ -118,6 +118,70 @@ pub enum Command {
     /// Cron services: run one now.
     #[command(subcommand)]
     Cron(CronCommand),
+    /// Deploy the project file as a new release and show it live.
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  slipway deploy\n  slipway deploy --version v2.3.0 --strategy canary\n  slipway deploy --set FEATURE_X=on          a config-only release\n  slipway --env production deploy --no-wait\n  slipway deploy --json | jq '{outcome, reason, duration_ms}'"
+    )]
+    Deploy(DeployArgs),
+    /// An environment's releases: version, what changed, which is current.
+    #[command(
+        after_help = "Examples:\n  slipway releases\n  slipway releases pin r3       never pruned by retention\n  slipway --json releases"
+    )]
+    Releases {
+        /// Pin or unpin a release.
+        #[command(subcommand)]
+        action: Option<ReleasesCommand>,
+    },
+    /// Recent deployments and rollbacks, with their outcome and reason.
+    #[command(
+        after_help = "Examples:\n  slipway deployments\n  slipway deployments --json --limit 5"
+    )]
+    Deployments {
+        /// How many of the newest.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Go back to the previous release, code and configuration together.
+    ///
+    /// Instant when the release is still warm (a blue-green standby); during a deploy, that
+    /// deploy is rolled back.
+    #[command(
+        after_help = "Examples:\n  slipway rollback\n  slipway rollback --to r3 --reason \"checkout errors\"\n  slipway rollback --json | jq .duration_ms"
+    )]
+    Rollback {
+        /// The release to go back to (default: the previous one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Return once it started.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Let a paused deployment go on (a pause step, an inconclusive analysis).
+    #[command(
+        after_help = "Examples:\n  slipway promote\n  slipway promote --full        skip the remaining steps"
+    )]
+    Promote {
+        /// Skip the remaining canary steps.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Stop the running deployment's clock where it is.
+    #[command(after_help = "Examples:\n  slipway pause\n  slipway resume")]
+    Pause,
+    /// Start a paused deployment's clock again.
+    #[command(after_help = "Examples:\n  slipway resume")]
+    Resume,
+    /// Roll the running deployment back.
+    #[command(after_help = "Examples:\n  slipway abort --reason \"latency looks off\"")]
+    Abort {
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Run the data plane (`slipway up` starts and supervises it).
     #[command(
         after_help = "Examples:\n  slipway proxy --dir .slipway/proxy --admin 127.0.0.1:7071\n  curl -s -H \"authorization: Bearer $(cat .slipway/proxy/admin.token)\" http://127.0.0.1:7071/stats"
@@ -164,6 +228,44 @@ pub struct LogsArgs {
     /// How many of the newest lines to show first.
     #[arg(long, default_value_t = 200)]
     pub limit: usize,
+}
+
+/// `slipway deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Version label of the code (default: the project's git commit, else `local`).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Strategy for every web service, instead of their own.
+    #[arg(long, value_parser = ["recreate", "rolling", "blue-green", "canary"])]
+    pub strategy: Option<String>,
+    /// Set a variable for every service of the environment (kept for later releases).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Stop setting a variable set by an earlier `--set`.
+    #[arg(long = "unset", value_name = "KEY")]
+    pub unset: Vec<String>,
+    /// What this release is, for people (default: what changed).
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Return once it started (follow it with `slipway deployments` or `slipway events -f`).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `slipway releases …`.
+#[derive(Debug, Subcommand)]
+pub enum ReleasesCommand {
+    /// Keep a release whatever retention says.
+    Pin {
+        /// The release (`r3`).
+        release: String,
+    },
+    /// Let retention prune a release again.
+    Unpin {
+        /// The release (`r3`).
+        release: String,
+    },
 }
 
 /// `slipway cron …`.

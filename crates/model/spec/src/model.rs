@@ -330,7 +330,8 @@ pub enum StrategyKind {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Strategy {
-    /// The strategy (default `rolling` for web services, `recreate` for others).
+    /// The strategy (default `rolling` for web and worker services: new instances first, then
+    /// the old ones drained; `recreate` for cron).
     #[serde(rename = "type")]
     pub kind: Option<StrategyKind>,
     /// Rolling: instances above `replicas` during the update (default 1; `"25%"` allowed).
@@ -343,7 +344,8 @@ pub struct Strategy {
     pub bake: Option<Duration>,
     /// Blue-green: how long the old set stays warm for an instant rollback (default 15m).
     pub standby: Option<Duration>,
-    /// Workers: how long old and new instances overlap (default 0s).
+    /// Workers: how long old and new instances run side by side before the old ones are
+    /// stopped (default 0s: as soon as the new ones are ready).
     pub overlap: Option<Duration>,
     /// Sticky assignment of users to a release.
     pub sticky: Option<Sticky>,
@@ -409,9 +411,11 @@ pub struct Sticky {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
-    /// How often the new release is compared with the baseline (default 1s).
+    /// How often the new release is compared with the baseline (default 1s); an interval with
+    /// too few requests is extended until it has `min_requests`.
     pub interval: Option<Duration>,
-    /// Fewer requests than this in an interval make it inconclusive (default 20).
+    /// Fewer requests than this make an analysis inconclusive: the step is extended, never
+    /// failed for lack of traffic (default 20).
     pub min_requests: Option<u64>,
     /// Highest error ratio allowed (default 5%).
     pub max_error_rate: Option<Percent>,
@@ -423,7 +427,10 @@ pub struct Analysis {
     pub max_p99: Option<Duration>,
     /// Highest p95 increase over the baseline allowed (default 20%).
     pub max_p95_increase: Option<Percent>,
-    /// Consecutive failed intervals that roll back (default 2).
+    /// Latency increases smaller than this never fail the analysis (default 5ms).
+    pub latency_tolerance: Option<Duration>,
+    /// Consecutive failed intervals that roll back (default 2); a failure significant at
+    /// 1 in 10 000 rolls back at once.
     pub failure_limit: Option<u32>,
     /// Run the Mann-Whitney U test on latency samples (default true).
     pub judge: Option<bool>,

@@ -242,6 +242,8 @@ pub struct ResolvedAnalysis {
     pub max_p99: Option<Duration>,
     /// Relative p95 increase allowed (0.2 = 20 %).
     pub max_p95_increase: f64,
+    /// Latency increases below this never fail.
+    pub latency_tolerance: Duration,
     /// Consecutive failures that roll back.
     pub failure_limit: u32,
     /// Mann-Whitney judge on.
@@ -445,8 +447,8 @@ fn resolve_service(
         _ => None,
     });
     let default_kind = match kind {
-        ServiceKind::Web => StrategyKind::Rolling,
-        _ => StrategyKind::Recreate,
+        ServiceKind::Web | ServiceKind::Worker => StrategyKind::Rolling,
+        ServiceKind::Cron => StrategyKind::Recreate,
     };
     let restart_default = match kind {
         ServiceKind::Cron => RestartPolicy::Never,
@@ -677,6 +679,7 @@ fn resolve_strategy(
             max_p95: a.max_p95,
             max_p99: a.max_p99,
             max_p95_increase: a.max_p95_increase.map_or(0.2, Percent::ratio),
+            latency_tolerance: a.latency_tolerance.unwrap_or(Duration::from_millis(5)),
             failure_limit: a.failure_limit.unwrap_or(2),
             judge: a.judge.unwrap_or(true),
             watch: a.watch.unwrap_or(Duration::from_secs(0)),

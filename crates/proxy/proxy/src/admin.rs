@@ -9,6 +9,7 @@
 //! | `PUT`/`DELETE /faults/{environment}/{service}` | switch a fault on or off |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /stats?window=60` | per pool: requests, status classes, error rate, p50/p95/p99 |
+//! | `GET /samples` | per pool, draining ones too: cumulative counts and requests in flight |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -175,6 +176,10 @@ async fn route(proxy: &Arc<Proxy>, req: Request<Incoming>, digest: &[u8; 32]) ->
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             proxy.metrics.encode(),
+        ),
+        (Method::GET, ["samples"]) => json(
+            StatusCode::OK,
+            &serde_json::to_value(proxy.samples()).unwrap_or_default(),
         ),
         (Method::GET, ["stats"]) => {
             let window = req

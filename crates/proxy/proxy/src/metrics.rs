@@ -1,8 +1,9 @@
 //! RED metrics per service × release × track: requests by status class, latency, requests in
-//! flight. Exposed two ways: cumulative, in the Prometheus text format (prometheus-client, with
-//! a lock-free histogram of our own), and
-//! over sliding windows (one-second slots of log-spaced latency buckets, mergeable by addition)
-//! for the deploy engine's analysis.
+//! flight. Exposed three ways: cumulative, in the Prometheus text format (prometheus-client,
+//! with a lock-free histogram of our own); over sliding windows (one-second slots of
+//! log-spaced latency buckets, mergeable by addition) for people; and as cumulative counts
+//! with the same fine buckets ([`Counts`]), which the deploy engine takes the difference of
+//! between two readings to judge exactly the requests of an analysis interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,6 +110,7 @@ impl Metrics {
                 class("5xx"),
             ],
             latency: self.latency.get_or_create(&labels).clone(),
+            total_buckets: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             in_flight: self.in_flight.get_or_create(&labels).clone(),
             window: Box::new(Windowed::default()),
         }
@@ -188,6 +190,8 @@ impl EncodeMetric for LatencyHistogram {
 pub struct PoolMetrics {
     by_class: [Counter; 5],
     latency: LatencyHistogram,
+    /// Every answered request since the pool was created, in the fine buckets.
+    total_buckets: Box<[AtomicU64; BUCKETS]>,
     /// Requests in flight.
     pub in_flight: Gauge,
     window: Box<Windowed>,
@@ -208,7 +212,25 @@ impl PoolMetrics {
     pub fn record(&self, status: u16, took: Duration) {
         self.by_class[class_index(status)].inc();
         self.latency.observe(took);
+        self.total_buckets[bucket_of(took)].fetch_add(1, Ordering::Relaxed);
         self.window.record(class_index(status), took);
+    }
+
+    /// Every request since the pool was created (read while requests are being counted, so
+    /// the classes and buckets may differ by the few requests in between).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            classes: std::array::from_fn(|i| self.by_class[i].get()),
+            buckets: self
+                .total_buckets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let n = b.load(Ordering::Relaxed);
+                    (n > 0).then_some((i as u16, n))
+                })
+                .collect(),
+        }
     }
 
     /// Stats over the last `window`.
@@ -263,8 +285,9 @@ fn bucket_of(took: Duration) -> usize {
     i.min(BUCKETS - 1)
 }
 
-/// Upper bound of bucket `i`, in milliseconds.
-fn bucket_upper_ms(i: usize) -> f64 {
+/// Upper bound of latency bucket `i` of [`Counts`], in milliseconds (0.1 ms × 1.2^i; the
+/// last bucket also holds everything slower).
+pub fn bucket_upper_ms(i: usize) -> f64 {
     FIRST_MS * GROWTH.powi(i as i32)
 }
 
@@ -319,15 +342,7 @@ impl Windowed {
             for (i, n) in buckets.iter().enumerate() {
                 seen += n;
                 if seen >= rank {
-                    // The geometric middle of the bucket: within ±10% of the true value.
-                    let upper = bucket_upper_ms(i);
-                    let lower = if i == 0 { 0.0 } else { bucket_upper_ms(i - 1) };
-                    let mid = if i == 0 {
-                        upper / 2.0
-                    } else {
-                        (upper * lower).sqrt()
-                    };
-                    return Some((mid * 100.0).round() / 100.0);
+                    return Some(bucket_mid_ms(i));
                 }
             }
             None
@@ -351,6 +366,129 @@ impl Windowed {
             in_flight: 0,
         }
     }
+}
+
+/// Cumulative counts of a pool: requests by status class, and latencies in the fine buckets
+/// (see [`bucket_upper_ms`]). Subtracting an earlier reading gives the requests in between.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Requests answered 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub classes: [u64; 5],
+    /// `(bucket index, requests)`, for non-empty buckets, by index.
+    pub buckets: Vec<(u16, u64)>,
+}
+
+impl Counts {
+    /// Requests answered.
+    pub fn requests(&self) -> u64 {
+        self.classes.iter().sum()
+    }
+
+    /// Requests answered 5xx (the proxy's own 502/503/504 included).
+    pub fn errors(&self) -> u64 {
+        self.classes[4]
+    }
+
+    /// Requests per bucket, as a dense vector of [`BUCKET_COUNT`] entries.
+    pub fn dense(&self) -> Vec<u64> {
+        let mut out = vec![0; BUCKET_COUNT];
+        for &(i, n) in &self.buckets {
+            if let Some(slot) = out.get_mut(usize::from(i)) {
+                *slot += n;
+            }
+        }
+        out
+    }
+
+    /// What was counted since `earlier`; `None` when the counts went back (the pool was
+    /// created anew in between), so the caller can start over.
+    pub fn since(&self, earlier: &Counts) -> Option<Counts> {
+        let mut classes = [0; 5];
+        for (i, c) in classes.iter_mut().enumerate() {
+            *c = self.classes[i].checked_sub(earlier.classes[i])?;
+        }
+        let before = earlier.dense();
+        let mut buckets = Vec::new();
+        for &(i, n) in &self.buckets {
+            let d = n.checked_sub(before.get(usize::from(i)).copied().unwrap_or(0))?;
+            if d > 0 {
+                buckets.push((i, d));
+            }
+        }
+        Some(Counts { classes, buckets })
+    }
+
+    /// The latency quantile `q` (0–1) in milliseconds, at the middle of its bucket.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for &(i, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_mid_ms(usize::from(i)));
+            }
+        }
+        None
+    }
+
+    /// Share (0–1) of the requests slower than `ms`, counting a bucket as slower when its
+    /// lower bound is at or above `ms`.
+    pub fn share_slower_than(&self, ms: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let slow: u64 = self
+            .buckets
+            .iter()
+            .filter(|(i, _)| bucket_lower_ms(usize::from(*i)) >= ms)
+            .map(|(_, n)| n)
+            .sum();
+        Some(slow as f64 / total as f64)
+    }
+}
+
+/// One pool as the deploy engine reads it (`GET /samples`).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PoolSample {
+    /// Environment.
+    pub environment: String,
+    /// Service.
+    pub service: String,
+    /// Release.
+    pub release: String,
+    /// Track.
+    pub track: crate::table::Track,
+    /// It left the table (or changed track) and its requests are finishing.
+    pub draining: bool,
+    /// Requests going on.
+    pub in_flight: i64,
+    /// Requests going on per backend id, including backends just removed from the pool.
+    pub backends_in_flight: Vec<(String, u32)>,
+    /// Everything answered since the pool was created.
+    pub counts: Counts,
+}
+
+/// How many latency buckets [`Counts`] has.
+pub const BUCKET_COUNT: usize = BUCKETS;
+
+fn bucket_lower_ms(i: usize) -> f64 {
+    if i == 0 { 0.0 } else { bucket_upper_ms(i - 1) }
+}
+
+/// The geometric middle of a bucket: within ±10% of any value in it.
+fn bucket_mid_ms(i: usize) -> f64 {
+    let upper = bucket_upper_ms(i);
+    let mid = if i == 0 {
+        upper / 2.0
+    } else {
+        (upper * bucket_lower_ms(i)).sqrt()
+    };
+    (mid * 100.0).round() / 100.0
 }
 
 /// A pool's traffic over a window.
@@ -385,6 +523,33 @@ pub struct WindowStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_subtract_and_give_quantiles() {
+        let metrics = Metrics::default();
+        let pool = metrics.pool("e", "web", "r1", "stable");
+        for ms in 1..=100u64 {
+            pool.record(200, Duration::from_millis(ms));
+        }
+        let first = pool.counts();
+        assert_eq!(first.requests(), 100);
+        for _ in 0..10 {
+            pool.record(500, Duration::from_millis(500));
+        }
+        let later = pool.counts();
+        let delta = later.since(&first).unwrap();
+        assert_eq!((delta.requests(), delta.errors()), (10, 10));
+        let p50 = delta.quantile_ms(0.5).unwrap();
+        assert!((p50 - 500.0).abs() / 500.0 < 0.1, "{p50}");
+        assert_eq!(delta.share_slower_than(400.0), Some(1.0));
+        assert_eq!(
+            first.since(&later),
+            None,
+            "counts that went back start over"
+        );
+        let p95 = later.quantile_ms(0.95).unwrap();
+        assert!(p95 > 90.0, "{p95}");
+    }
 
     #[test]
     fn window_quantiles_are_within_ten_percent() {

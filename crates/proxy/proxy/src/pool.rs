@@ -97,6 +97,9 @@ pub struct PoolState {
     /// Track.
     pub track: Track,
     upstreams: arc_swap::ArcSwap<Vec<Upstream>>,
+    /// Backend lists replaced by newer ones, kept while requests they handed out are going,
+    /// so [`in_flight_by_backend`](Self::in_flight_by_backend) sees removed backends drain.
+    retired: Mutex<Vec<std::sync::Arc<Vec<Upstream>>>>,
     next: AtomicU64,
     /// Fires when a removed pool's drain time is over.
     pub drain: CancellationToken,
@@ -121,9 +124,37 @@ impl PoolState {
             upstreams: arc_swap::ArcSwap::from_pointee(
                 backends.iter().cloned().filter_map(Upstream::new).collect(),
             ),
+            retired: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
             drain: CancellationToken::new(),
         }
+    }
+
+    /// Requests going on per backend id, removed backends included (until they finish).
+    pub fn in_flight_by_backend(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = Vec::new();
+        let mut add = |u: &Upstream| {
+            let n = u.outstanding.load(Ordering::Relaxed);
+            match out.iter_mut().find(|(id, _)| *id == u.backend.id) {
+                Some((_, sum)) => *sum += n,
+                None => out.push((u.backend.id.clone(), n)),
+            }
+        };
+        for u in self.upstreams.load().iter() {
+            add(u);
+        }
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|list| {
+            list.iter()
+                .any(|u| u.outstanding.load(Ordering::Relaxed) > 0)
+        });
+        for list in retired.iter() {
+            for u in list.iter() {
+                add(u);
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Replaces the backends, keeping the state of those that stay.
@@ -143,7 +174,13 @@ impl PoolState {
                     *old.ejected_until.lock().unwrap_or_else(|e| e.into_inner());
             }
         }
-        self.upstreams.store(std::sync::Arc::new(fresh));
+        let old = self.upstreams.swap(std::sync::Arc::new(fresh));
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|list| {
+            list.iter()
+                .any(|u| u.outstanding.load(Ordering::Relaxed) > 0)
+        });
+        retired.push(old);
     }
 
     /// The backends now.
@@ -233,5 +270,26 @@ mod tests {
             "b0",
             "all ejected or avoided: ejection is ignored"
         );
+    }
+
+    #[test]
+    fn a_removed_backend_reports_its_requests_until_they_finish() {
+        let metrics = crate::metrics::Metrics::default();
+        let pool = PoolState::new(
+            "web",
+            "r1",
+            Track::Stable,
+            &backends(1),
+            metrics.pool("", "web", "r1", "stable"),
+        );
+        let ups = pool.upstreams();
+        let lease = pool.pick(&ups, None).unwrap();
+        pool.set_backends(&backends(2)[1..]);
+        assert_eq!(
+            pool.in_flight_by_backend(),
+            vec![("b0".to_string(), 1), ("b1".to_string(), 0)]
+        );
+        drop(lease);
+        assert_eq!(pool.in_flight_by_backend(), vec![("b1".to_string(), 0)]);
     }
 }

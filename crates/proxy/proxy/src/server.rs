@@ -73,6 +73,8 @@ pub struct Proxy {
     /// RED metrics.
     pub metrics: Metrics,
     pools: Mutex<HashMap<(String, String, String), Arc<PoolState>>>,
+    /// Pools that left the table (or changed track) and still have requests going.
+    draining: Mutex<Vec<(String, Arc<PoolState>)>>,
     faults: Mutex<HashMap<(String, String), Arc<FaultState>>>,
     listeners: tokio::sync::Mutex<HashMap<SocketAddr, ListenerHandle>>,
     access_sample: f64,
@@ -124,6 +126,7 @@ impl Proxy {
             workers,
             metrics: Metrics::default(),
             pools: Mutex::new(HashMap::new()),
+            draining: Mutex::new(Vec::new()),
             faults: Mutex::new(HashMap::new()),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
             access_sample,
@@ -231,6 +234,7 @@ impl Proxy {
         // Pools: kept while their release stays; removed ones drain.
         let mut compiled = Compiled::default();
         let mut live = Vec::new();
+        let mut retire: Vec<((String, String, String), Arc<PoolState>)> = Vec::new();
         {
             let mut pools = lock(&self.pools);
             for route in &table.routes {
@@ -241,22 +245,19 @@ impl Proxy {
                         route.service.clone(),
                         p.release.clone(),
                     );
-                    let state = pools
-                        .entry(key.clone())
-                        .and_modify(|s| {
-                            if s.track != p.track {
-                                // A release changing track starts afresh (new metric labels).
-                                s.drain.cancel();
+                    let existing = pools.get(&key).cloned();
+                    let state = match existing {
+                        Some(s) if s.track == p.track => s,
+                        other => {
+                            if let Some(old) = other {
+                                // A release changing track starts afresh (new metric labels);
+                                // the old state drains like a removed pool.
+                                retire.push((key.clone(), old));
                             }
-                        })
-                        .or_insert_with(|| self.new_pool(route, p))
-                        .clone();
-                    let state = if state.track == p.track {
-                        state
-                    } else {
-                        let fresh = self.new_pool(route, p);
-                        pools.insert(key.clone(), fresh.clone());
-                        fresh
+                            let fresh = self.new_pool(route, p);
+                            pools.insert(key.clone(), fresh.clone());
+                            fresh
+                        }
                     };
                     state.set_backends(&p.backends);
                     live.push(key);
@@ -296,21 +297,27 @@ impl Proxy {
             pools.retain(|key, state| {
                 let keep = live.contains(key);
                 if !keep {
-                    let drain = Duration::from_millis(
-                        drain_ms
-                            .get(&(key.0.clone(), key.1.clone()))
-                            .copied()
-                            .unwrap_or(30_000),
-                    );
-                    let token = state.drain.clone();
-                    tracing::info!(release = %key.2, service = %key.1, "draining for {drain:?}");
-                    tokio::spawn(async move {
-                        tokio::time::sleep(drain).await;
-                        token.cancel();
-                    });
+                    retire.push((key.clone(), state.clone()));
                 }
                 keep
             });
+            let mut draining = lock(&self.draining);
+            draining.retain(|(_, p)| !p.drain.is_cancelled() && p.metrics.in_flight.get() > 0);
+            for (key, state) in retire {
+                let drain = Duration::from_millis(
+                    drain_ms
+                        .get(&(key.0.clone(), key.1.clone()))
+                        .copied()
+                        .unwrap_or(30_000),
+                );
+                let token = state.drain.clone();
+                tracing::info!(release = %key.2, service = %key.1, "draining for {drain:?}");
+                tokio::spawn(async move {
+                    tokio::time::sleep(drain).await;
+                    token.cancel();
+                });
+                draining.push((key.0.clone(), state));
+            }
         }
         for served in compiled.by_listener.values_mut() {
             served.sort_by_key(|s| std::cmp::Reverse(s.route.specificity()));
@@ -374,6 +381,38 @@ impl Proxy {
             })
             .collect();
         out.sort_by_key(|v| v.to_string());
+        out
+    }
+
+    /// Cumulative counts and requests in flight of every pool, draining ones included.
+    pub fn samples(&self) -> Vec<crate::metrics::PoolSample> {
+        let sample =
+            |environment: &str, p: &PoolState, draining: bool| crate::metrics::PoolSample {
+                environment: environment.to_string(),
+                service: p.service.clone(),
+                release: p.release.clone(),
+                track: p.track,
+                draining,
+                in_flight: p.metrics.in_flight.get(),
+                backends_in_flight: p.in_flight_by_backend(),
+                counts: p.metrics.counts(),
+            };
+        let mut out: Vec<crate::metrics::PoolSample> = lock(&self.pools)
+            .iter()
+            .map(|((env, _, _), p)| sample(env, p, false))
+            .collect();
+        let mut draining = lock(&self.draining);
+        draining.retain(|(_, p)| !p.drain.is_cancelled() && p.metrics.in_flight.get() > 0);
+        out.extend(draining.iter().map(|(env, p)| sample(env, p, true)));
+        out.sort_by(|a, b| {
+            (&a.environment, &a.service, &a.release, a.track, a.draining).cmp(&(
+                &b.environment,
+                &b.service,
+                &b.release,
+                b.track,
+                b.draining,
+            ))
+        });
         out
     }
 

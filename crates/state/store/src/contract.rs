@@ -290,9 +290,14 @@ pub async fn releases_number_per_environment_and_keep_their_flags(store: Arc<dyn
     let r2 = store.release("staging", 2).await.unwrap().unwrap();
     assert!(r1.pinned && !r1.pruned);
     assert!(!r2.pinned && r2.pruned);
-    assert_eq!(r2.snapshot, a2.snapshot, "flags leave the release as it was");
+    assert_eq!(
+        r2.snapshot, a2.snapshot,
+        "flags leave the release as it was"
+    );
     assert!(matches!(
-        store.set_release_flags("staging", 7, Some(true), None).await,
+        store
+            .set_release_flags("staging", 7, Some(true), None)
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     // Concurrent creations never share a number.
@@ -436,7 +441,11 @@ pub async fn environment_state_defaults_and_round_trips(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.environment_state("staging").await.unwrap(), state);
     assert_eq!(
-        store.environment_state("nowhere").await.unwrap().current_release,
+        store
+            .environment_state("nowhere")
+            .await
+            .unwrap()
+            .current_release,
         None
     );
 }

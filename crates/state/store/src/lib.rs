@@ -403,8 +403,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ReleaseRecord>, StoreError>;
 
     /// The newest `limit` releases of an environment, newest first.
-    async fn releases(&self, environment: &str, limit: u32)
-    -> Result<Vec<ReleaseRecord>, StoreError>;
+    async fn releases(
+        &self,
+        environment: &str,
+        limit: u32,
+    ) -> Result<Vec<ReleaseRecord>, StoreError>;
 
     /// Sets a release's flags (`None` leaves one as it is).
     async fn set_release_flags(

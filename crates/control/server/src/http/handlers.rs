@@ -149,11 +149,13 @@ pub(crate) async fn status(
         })
         .collect();
     let release = app
-        .workloads
-        .release(&environment)
+        .engine
+        .current_release(&environment)
         .await
+        .ok()
+        .flatten()
         .map(|r| ReleaseRef {
-            id: r.id,
+            id: slipway_deploy::release_id(r.number),
             version: r.version,
         });
     Ok(Json(StatusReport {
@@ -166,13 +168,15 @@ pub(crate) async fn status(
     }))
 }
 
-/// Reads the project file again and applies it to an environment.
+/// Reads the project file again and applies it to an environment: when it changed since the
+/// environment's last deploy, a deployment of it starts (with each service's strategy).
 #[utoipa::path(
     post, path = "/v1/environments/{env}/apply", tag = "environments",
     params(("env" = String, Path, description = "Environment")),
     responses(
         (status = 200, body = ApplyResult),
         (status = 404, description = "Unknown environment", body = ErrorBody),
+        (status = 409, description = "A deployment is going", body = ErrorBody),
         (status = 422, description = "The project file is invalid", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -182,11 +186,10 @@ pub(crate) async fn apply(
     Path(env): Path<String>,
 ) -> Result<Json<ApplyResult>, ApiError> {
     let project = environments::load_project(&app.file)?;
-    let result = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
-    if let Ok(resolved) = project.resolve(&result.environment) {
-        app.workloads.apply(&resolved, result.generation).await;
-    }
-    *app.project.write().expect("project lock") = Some(project);
+    let mut result = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
+    *app.project.write().expect("project lock") = Some(project.clone());
+    let started = crate::deploys::deploy_if_changed(&app, &project, &result, "slipway up").await?;
+    result.deployment = started.map(|d| d.id);
     Ok(Json(result))
 }
 
@@ -288,13 +291,17 @@ pub(crate) async fn service_logs(
             Some("`slipway status` lists the services"),
         ));
     }
-    let runtime = app.workloads.runtime(&environment).await.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("environment `{environment}` is not brought up"),
-            Some("run `slipway up`"),
-        )
-    })?;
+    let runtime = app
+        .workloads
+        .existing_runtime(&environment)
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("environment `{environment}` is not brought up"),
+                Some("run `slipway up`"),
+            )
+        })?;
     if let Some(level) = &query.level
         && !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str())
     {

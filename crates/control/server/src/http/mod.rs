@@ -4,6 +4,7 @@
 //! everything but `/healthz`, bearer-token authentication. Handlers live in [`handlers`] and
 //! [`events`]; errors become responses only in [`error`].
 
+mod deploys;
 mod error;
 mod events;
 mod handlers;
@@ -40,6 +41,10 @@ pub(crate) struct AppState {
     pub(crate) workloads: Arc<Workloads>,
     /// Set when the shutdown should stop the workloads too (`slipway down`).
     pub(crate) stop_workloads: AtomicBool,
+    /// The deploy engine.
+    pub(crate) engine: slipway_deploy::Engine,
+    /// Environments restored under the engine since start-up.
+    pub(crate) restored: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppState {
@@ -50,6 +55,7 @@ impl AppState {
         shutdown: CancellationToken,
         control: ControlInfo,
         workloads: Arc<Workloads>,
+        engine: slipway_deploy::Engine,
     ) -> Self {
         AppState {
             store,
@@ -60,6 +66,8 @@ impl AppState {
             project: RwLock::new(None),
             workloads,
             stop_workloads: AtomicBool::new(false),
+            engine,
+            restored: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -87,6 +95,7 @@ fn digest(token: &str) -> [u8; 32] {
         (name = "events", description = "The event log"),
         (name = "audit", description = "The audit log"),
         (name = "services", description = "Service logs and runs"),
+        (name = "deploys", description = "Releases, deployments, rollbacks and their controls"),
     )
 )]
 struct ApiDoc;
@@ -114,6 +123,16 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(handlers::shutdown))
         .routes(routes!(handlers::service_logs))
         .routes(routes!(handlers::run_service))
+        .routes(routes!(deploys::deploy))
+        .routes(routes!(deploys::list))
+        .routes(routes!(deploys::get))
+        .routes(routes!(deploys::rollback))
+        .routes(routes!(deploys::promote))
+        .routes(routes!(deploys::pause))
+        .routes(routes!(deploys::resume))
+        .routes(routes!(deploys::abort))
+        .routes(routes!(deploys::releases))
+        .routes(routes!(deploys::pin))
 }
 
 /// The OpenAPI document of the API (also served at `/openapi.json`).

@@ -36,12 +36,18 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
 
     if let Some(info) = Client::running(&ctx.state).await {
         let client = Client::connect(&ctx.state).await?;
+        // A deployment going on (the start-up one, say) ends first: one at a time.
+        wait_idle(&client, &environment, ctx.json).await?;
         let result: ApplyResult = client
             .post(&format!("/v1/environments/{environment}/apply"), &json!({}))
             .await?;
+        let deployed = match result.deployment {
+            Some(id) => Some(super::deploy::follow(&client, id, ctx.json).await?),
+            None => None,
+        };
         if ctx.json {
             output::json(
-                &json!({ "status": "running", "pid": info.pid, "listen": info.listen, "apply": result }),
+                &json!({ "status": "running", "pid": info.pid, "listen": info.listen, "apply": result, "deployment": deployed }),
             );
         } else {
             let what = if result.changed {
@@ -54,7 +60,17 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
                 info.pid, info.listen, environment, what, result.generation
             );
         }
-        return Ok(0);
+        return match &deployed {
+            Some(d) if d.outcome.as_deref() != Some("succeeded") => Err(CliError::new(format!(
+                "deployment {} of {} {}: {}",
+                d.deployment,
+                d.release,
+                d.outcome.as_deref().unwrap_or("did not end"),
+                d.reason.as_deref().unwrap_or("no reason recorded")
+            ))
+            .hint("`slipway events` has every step")),
+            _ => Ok(0),
+        };
     }
 
     if args.detach {
@@ -175,6 +191,9 @@ async fn detach(ctx: &Context, args: &UpArgs, environment: &str) -> Result<u8, C
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     spinner.finish_and_clear();
+    // `up --detach` returns once the services are up (as `docker compose up --wait`).
+    let client = Client::connect(&ctx.state).await?;
+    wait_idle(&client, environment, ctx.json).await?;
     if ctx.json {
         output::json(
             &json!({ "status": "started", "pid": info.pid, "listen": info.listen, "environment": environment, "log": log_path }),
@@ -188,6 +207,23 @@ async fn detach(ctx: &Context, args: &UpArgs, environment: &str) -> Result<u8, C
         );
     }
     Ok(0)
+}
+
+/// Waits until no deployment of `environment` is going, showing the one that is.
+async fn wait_idle(client: &Client, environment: &str, quiet: bool) -> Result<(), CliError> {
+    let going: Vec<slipway_api::DeploymentView> = client
+        .get(&format!("/v1/deployments?env={environment}&limit=5"))
+        .await?;
+    for d in going.iter().filter(|d| d.outcome.is_none()) {
+        if !quiet {
+            eprintln!(
+                "waiting for deployment {} ({} of {}) to end",
+                d.deployment, d.kind, d.release
+            );
+        }
+        super::deploy::follow(client, d.deployment, quiet).await?;
+    }
+    Ok(())
 }
 
 /// Whether a process is alive (and not a zombie waiting to be reaped).

@@ -1,10 +1,12 @@
 //! One module per group of commands; [`run`] dispatches.
 
 mod daemon;
+mod deploy;
 mod observe;
 mod project;
 
 use clap::CommandFactory;
+use serde_json::json;
 
 use crate::Context;
 use crate::args::{Cli, Command};
@@ -27,6 +29,20 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         Command::Proxy(args) => daemon::proxy(args).await,
         Command::Cron(crate::args::CronCommand::Run { name }) => {
             observe::cron_run(ctx, &name).await
+        }
+        Command::Deploy(args) => deploy::deploy(ctx, args).await,
+        Command::Releases { action } => deploy::releases(ctx, action).await,
+        Command::Deployments { limit } => deploy::deployments(ctx, limit).await,
+        Command::Rollback {
+            to,
+            reason,
+            no_wait,
+        } => deploy::rollback(ctx, to, reason, no_wait).await,
+        Command::Promote { full } => deploy::control(ctx, "promote", json!({ "full": full })).await,
+        Command::Pause => deploy::control(ctx, "pause", json!({})).await,
+        Command::Resume => deploy::control(ctx, "resume", json!({})).await,
+        Command::Abort { reason } => {
+            deploy::control(ctx, "abort", json!({ "reason": reason })).await
         }
         Command::Completions { shell } => {
             clap_complete::generate(

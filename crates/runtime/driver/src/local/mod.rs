@@ -58,6 +58,24 @@ impl ShimCommand {
 pub struct LocalDriver {
     root: PathBuf,
     shim: ShimCommand,
+    /// Instances this driver is starting right now: their records are incomplete on purpose,
+    /// and [`Driver::list`] must not take them for leftovers of a dead control plane.
+    starting: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Removes an id from the starting set when a start ends, however it ends.
+struct Starting {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// Writes JSON to `path` atomically (temporary file, fsync, rename).
@@ -82,6 +100,7 @@ impl LocalDriver {
             // Instances run in their own directories: paths handed to them must be absolute.
             root: std::path::absolute(&root).unwrap_or(root),
             shim,
+            starting: Default::default(),
         }
     }
 
@@ -180,6 +199,14 @@ impl Driver for LocalDriver {
                 what: format!("run image `{image}`; remove `image` or use a container driver"),
             });
         }
+        self.starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.id.clone());
+        let _starting = Starting {
+            set: self.starting.clone(),
+            id: spec.id.clone(),
+        };
         let dir = self.dir(&spec.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| DriverError::io(format!("create {}", dir.display()), e))?;
@@ -351,8 +378,13 @@ impl Driver for LocalDriver {
 
     async fn list(&self) -> Result<Vec<Found>, DriverError> {
         let mut found = Vec::new();
+        let starting = self
+            .starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (dir, mut instance, removed) in self.records() {
-            if removed {
+            if removed || starting.contains(&instance.id) {
                 continue;
             }
             if instance.process.pid == 0 {

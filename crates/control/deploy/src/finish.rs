@@ -1,0 +1,537 @@
+//! How deployments end: the commit (the environment's current release becomes the new one, in
+//! the same write as the deployment's state), the post-deploy watch, the finishing step (old
+//! sets removed, or kept warm as a blue-green standby), and the way back — a revert before the
+//! commit, or after it when the watch catches a breach. Also the first release of an
+//! environment and `slipway rollback`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use slipway_proxy::Track;
+use slipway_spec::model::{ServiceKind, StrategyKind};
+use slipway_store::{EnvironmentState, EventLevel};
+use tokio::time::Instant;
+
+use crate::analysis::{self, Verdict};
+use crate::platform::ServiceTraffic;
+use crate::record::{BaselineStats, EnvironmentData, Standby, status};
+use crate::run::{Loaded, Run, Stop, about, now_ms};
+use crate::strategy::routed;
+
+/// The environment's state with `current` running and `previous` before it.
+async fn moved(
+    run: &Run,
+    current: &Loaded,
+    previous: Option<&Loaded>,
+    standby: Option<Standby>,
+) -> Result<EnvironmentState, Stop> {
+    let before = run.store.environment_state(&run.environment).await?;
+    let mut data = EnvironmentData::from_value(&before.data);
+    data.overrides = current.snapshot.overrides.clone();
+    data.standby = standby;
+    Ok(EnvironmentState {
+        current_release: Some(current.number),
+        previous_release: previous.map(|p| p.number),
+        data: data.to_value(),
+    })
+}
+
+/// Makes the new release the environment's current one.
+pub(crate) async fn commit(run: &Run) -> Result<(), Stop> {
+    let state = moved(run, &run.new, run.old.as_ref(), None).await?;
+    let now = now_ms();
+    run.persist(None, Some(&state), |s| {
+        s.committed = true;
+        s.switched_ms.get_or_insert(now);
+    })
+    .await?;
+    run.info(
+        "deploy.committed",
+        format!(
+            "{} is now the current release of {}",
+            run.new.release.id, run.environment
+        ),
+        json!({}),
+    )
+    .await;
+    Ok(())
+}
+
+/// The first release of an environment: everything starts at once, traffic goes to each web
+/// service once it is ready (or once the deploy timeout is over, so its 503s come from the
+/// proxy), and the deployment ends when every instance is ready — failed, with everything left
+/// running to look at, when some are not ready in time: there is nothing to go back to.
+pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
+    let services: Vec<_> = run.new.snapshot.config.services.values().cloned().collect();
+    let mut problems = Vec::new();
+    run.persist(None, None, |s| {
+        for spec in &services {
+            if let Some(p) = s.services.get_mut(&spec.name) {
+                p.phase = "moving".into();
+                p.new_replicas = spec.replicas;
+            }
+        }
+    })
+    .await?;
+    for spec in &services {
+        if let Err(e) = run
+            .platform
+            .ensure_set(
+                &run.new.snapshot.config,
+                &run.new.release,
+                &spec.name,
+                spec.replicas,
+            )
+            .await
+        {
+            problems.push(e.to_string());
+        }
+    }
+    // What runs is this release, ready or not: there is no other.
+    if !run.state().committed {
+        commit(run).await?;
+    }
+    for spec in &services {
+        if spec.kind != ServiceKind::Cron
+            && let Err(Stop::Failed(why)) =
+                run.wait_ready(&run.new, &spec.name, spec.replicas).await
+        {
+            problems.push(why);
+        }
+        if routed(spec) {
+            run.route(
+                &spec.name,
+                Some(ServiceTraffic::stable(&run.new.release.id, spec)),
+            )
+            .await?;
+        }
+        run.progress(&spec.name, |p| {
+            p.phase = "done".into();
+            p.new_replicas = spec.replicas;
+            p.detail = format!("all on {}", run.new.release.id);
+        })
+        .await?;
+    }
+    if problems.is_empty() {
+        end(run, status::SUCCEEDED, None).await
+    } else {
+        problems.dedup();
+        end(run, status::FAILED, Some(problems.join("; "))).await
+    }
+}
+
+/// Ends the deployment with a final status.
+pub(crate) async fn end(run: &Run, final_status: &str, reason: Option<String>) -> Result<(), Stop> {
+    let took = run.elapsed_ms();
+    run.persist(Some(final_status), None, |s| {
+        if reason.is_some() {
+            s.reason.clone_from(&reason);
+        }
+        s.paused = None;
+    })
+    .await?;
+    let (kind, level) = match final_status {
+        status::SUCCEEDED => ("deploy.succeeded", EventLevel::Info),
+        status::ROLLED_BACK => ("deploy.rolled_back", EventLevel::Warning),
+        _ => ("deploy.failed", EventLevel::Error),
+    };
+    let what = if run.kind == crate::record::KIND_ROLLBACK {
+        format!("rollback to {}", run.new.release.id)
+    } else {
+        format!("deployment of {}", run.new.release.id)
+    };
+    let message = match &reason {
+        Some(r) => format!("{what} {final_status} in {took}ms: {r}"),
+        None => format!("{what} {final_status} in {took}ms"),
+    };
+    run.event(
+        kind,
+        message,
+        level,
+        json!({ "duration_ms": took, "reason": reason }),
+    )
+    .await;
+    Ok(())
+}
+
+/// After the commit: the watch (if any service has one), then the finishing step.
+pub(crate) async fn after_commit(run: &Run) -> Result<(), Stop> {
+    if let Some(reason) = watch(run).await? {
+        return revert_committed(run, &reason).await;
+    }
+    finish(run).await
+}
+
+/// Watches the new release against the stats of the old one before the deploy. Returns the
+/// breach that calls for a rollback, if any.
+async fn watch(run: &Run) -> Result<Option<String>, Stop> {
+    let services: Vec<_> = run
+        .new
+        .snapshot
+        .config
+        .services
+        .values()
+        .filter(|s| routed(s) && !s.strategy.analysis.watch.std().is_zero())
+        .cloned()
+        .collect();
+    let longest = services
+        .iter()
+        .map(|s| s.strategy.analysis.watch.std())
+        .max()
+        .unwrap_or_default();
+    if longest.is_zero() || run.old.is_none() {
+        return Ok(None);
+    }
+    let until = run
+        .state()
+        .watch_until_ms
+        .unwrap_or(now_ms() + i64::try_from(longest.as_millis()).unwrap_or(i64::MAX));
+    run.persist(Some(status::WATCHING), None, |s| {
+        s.watch_until_ms = Some(until)
+    })
+    .await?;
+    run.info(
+        "deploy.watching",
+        format!(
+            "watching {} for {}s against the stats before the deploy",
+            run.new.release.id,
+            longest.as_secs()
+        ),
+        json!({ "until_ms": until }),
+    )
+    .await;
+    let baseline = run.state().baseline;
+    let mut last: Vec<Option<slipway_proxy::metrics::Counts>> = Vec::new();
+    for s in &services {
+        last.push(
+            run.counts(&s.name, &run.new.release.id, Track::Stable)
+                .await,
+        );
+    }
+    let mut failures = vec![0u32; services.len()];
+    let mut last_at = vec![Instant::now(); services.len()];
+    while now_ms() < until {
+        run.sleep(Duration::from_millis(100)).await?;
+        for (i, s) in services.iter().enumerate() {
+            let a = &s.strategy.analysis;
+            if last_at[i].elapsed() < a.interval.std() {
+                continue;
+            }
+            let Some(now) = run
+                .counts(&s.name, &run.new.release.id, Track::Stable)
+                .await
+            else {
+                continue;
+            };
+            let Some(delta) = last[i].as_ref().and_then(|l| now.since(l)) else {
+                last[i] = Some(now);
+                continue;
+            };
+            let before = baseline.get(&s.name).cloned().unwrap_or_default();
+            let j = analysis::watch(&delta, &before, a);
+            if j.verdict == Verdict::Inconclusive {
+                continue;
+            }
+            last[i] = Some(now);
+            last_at[i] = Instant::now();
+            failures[i] = if j.verdict == Verdict::Fail {
+                failures[i] + 1
+            } else {
+                0
+            };
+            let reason = j.reason.clone();
+            run.persist(None, None, |st| {
+                st.analysis.insert(s.name.clone(), j);
+            })
+            .await?;
+            if failures[i] >= a.failure_limit.max(1) {
+                return Ok(Some(format!(
+                    "{}: the post-deploy watch failed: {reason}",
+                    s.name
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Removes what is left of the old release (blue-green services keep theirs warm as a
+/// standby), prunes old releases, and ends the deployment as succeeded.
+pub(crate) async fn finish(run: &Run) -> Result<(), Stop> {
+    let mut standby_for: Option<Duration> = None;
+    if let Some(old) = &run.old {
+        for (name, spec) in &old.snapshot.config.services {
+            let strategy = run.state().services.get(name).map(|p| p.strategy);
+            let keeps = strategy == Some(StrategyKind::BlueGreen)
+                && run.new.service(name).is_some_and(routed);
+            if keeps && run.kind != crate::record::KIND_ROLLBACK {
+                let d = run
+                    .new
+                    .service(name)
+                    .map_or(spec.strategy.standby, |s| s.strategy.standby);
+                standby_for = Some(standby_for.unwrap_or_default().max(d.std()));
+                continue;
+            }
+            run.platform
+                .remove_set(&run.environment, name, &old.release.id)
+                .await;
+        }
+        if let Some(d) = standby_for.filter(|d| !d.is_zero()) {
+            let standby = Standby {
+                release: old.number,
+                until_ms: now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            };
+            let state = moved(run, &run.new, Some(old), Some(standby.clone())).await?;
+            run.store
+                .set_environment_state(&run.environment, &state)
+                .await?;
+            run.info(
+                "deploy.standby",
+                format!(
+                    "{} stays warm for {}s for an instant rollback",
+                    old.release.id,
+                    d.as_secs()
+                ),
+                json!({ "standby": old.release.id, "until_ms": standby.until_ms }),
+            )
+            .await;
+        } else if standby_for.is_some() {
+            for name in old.snapshot.config.services.keys() {
+                run.platform
+                    .remove_set(&run.environment, name, &old.release.id)
+                    .await;
+            }
+        }
+    }
+    end(run, status::SUCCEEDED, None).await
+}
+
+/// Goes back to the old release before the commit: its sets are brought back to full, every
+/// routed service's traffic goes back to it, and the new release's sets are removed.
+pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
+    let Some(old) = run.old.clone() else {
+        return end(run, status::FAILED, Some(reason.to_string())).await;
+    };
+    run.persist(Some(status::ROLLING_BACK), None, |s| {
+        s.reason = Some(reason.to_string());
+        s.paused = None;
+    })
+    .await?;
+    run.event(
+        "deploy.rolling_back",
+        format!("rolling back to {}: {reason}", old.release.id),
+        EventLevel::Warning,
+        json!({ "reason": reason, "to": old.release.id }),
+    )
+    .await;
+    go_back(run, &old).await?;
+    let changed = run.state().services.values().any(|p| p.phase != "waiting")
+        || run.state().release_command_done;
+    if changed {
+        end(run, status::ROLLED_BACK, Some(reason.to_string())).await
+    } else {
+        end(run, status::FAILED, Some(reason.to_string())).await
+    }
+}
+
+/// Brings every service back to `old`, then removes the new release's sets.
+async fn go_back(run: &Run, old: &Loaded) -> Result<(), Stop> {
+    let names: Vec<String> = run
+        .new
+        .snapshot
+        .config
+        .services
+        .keys()
+        .chain(old.snapshot.config.services.keys())
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(n) {
+                v.push(n.clone());
+            }
+            v
+        });
+    let results =
+        futures_util::future::join_all(names.iter().map(|name| service_back(run, old, name))).await;
+    for r in results {
+        if let Err(Stop::Shutdown) = r {
+            return Err(Stop::Shutdown);
+        }
+    }
+    Ok(())
+}
+
+async fn service_back(run: &Run, old: &Loaded, name: &str) -> Result<(), Stop> {
+    if run.shutdown.is_cancelled() {
+        return Err(Stop::Shutdown);
+    }
+    if let Some(spec) = old.service(name) {
+        if let Err(e) = run
+            .platform
+            .ensure_set(&old.snapshot.config, &old.release, name, spec.replicas)
+            .await
+        {
+            run.event(
+                "deploy.rollback_problem",
+                format!("{name}: {} could not be brought back: {e}", old.release.id),
+                EventLevel::Error,
+                about(name, json!({})),
+            )
+            .await;
+        }
+        if spec.kind != ServiceKind::Cron {
+            // Best effort: traffic goes back even if not every old instance is ready again,
+            // because the new release is the one known to be bad.
+            let deadline = Instant::now() + old.snapshot.config.deploy.timeout.std();
+            loop {
+                let sets = run.platform.sets(&run.environment).await;
+                let ready = sets
+                    .iter()
+                    .find(|s| s.service == name && s.release == old.release.id)
+                    .is_some_and(|s| s.ready >= spec.replicas || s.failed.is_some());
+                if ready || Instant::now() >= deadline || run.shutdown.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(crate::run::POLL).await;
+            }
+        }
+        if routed(spec) {
+            let plan = ServiceTraffic::stable(&old.release.id, spec);
+            run.progress(name, |p| {
+                p.traffic = Some(plan.clone());
+                p.weight = 0.0;
+                p.phase = "reverted".into();
+                p.detail = format!("back on {}", old.release.id);
+            })
+            .await?;
+            run.platform
+                .set_traffic(&run.environment, name, Some(plan))
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))?;
+        }
+    } else if run.new.service(name).is_some_and(routed) {
+        run.platform
+            .set_traffic(&run.environment, name, None)
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+    }
+    if let Some(spec) = run.new.service(name) {
+        if routed(spec) {
+            run.drained(spec, &run.new.release.id, None).await;
+        }
+        run.platform
+            .remove_set(&run.environment, name, &run.new.release.id)
+            .await;
+    }
+    Ok(())
+}
+
+/// Goes back after the commit (the watch caught a breach): the old release becomes current
+/// again in the same write as the deployment's state.
+pub(crate) async fn revert_committed(run: &Run, reason: &str) -> Result<(), Stop> {
+    let Some(old) = run.old.clone() else {
+        return end(run, status::FAILED, Some(reason.to_string())).await;
+    };
+    run.persist(Some(status::ROLLING_BACK), None, |s| {
+        s.reason = Some(reason.to_string())
+    })
+    .await?;
+    run.event(
+        "deploy.rolling_back",
+        format!("rolling back to {}: {reason}", old.release.id),
+        EventLevel::Warning,
+        json!({ "reason": reason, "to": old.release.id }),
+    )
+    .await;
+    go_back(run, &old).await?;
+    let state = moved(run, &old, Some(&run.new), None).await?;
+    run.persist(None, Some(&state), |s| s.committed = false)
+        .await?;
+    end(run, status::ROLLED_BACK, Some(reason.to_string())).await
+}
+
+/// `slipway rollback`: every set of the target release comes up (at once when it is still
+/// warm), then every routed service switches to it, then the release it replaces goes.
+pub(crate) async fn rollback(run: &Run) -> Result<(), Stop> {
+    let target = &run.new;
+    for (name, spec) in &target.snapshot.config.services {
+        run.progress(name, |p| {
+            p.phase = "moving".into();
+            p.new_replicas = spec.replicas;
+        })
+        .await?;
+        run.platform
+            .ensure_set(
+                &target.snapshot.config,
+                &target.release,
+                name,
+                spec.replicas,
+            )
+            .await
+            .map_err(|e| Stop::Failed(format!("{name}: {e}")))?;
+    }
+    for (name, spec) in &target.snapshot.config.services {
+        if spec.kind != ServiceKind::Cron {
+            run.wait_ready(target, name, spec.replicas).await?;
+        }
+    }
+    for (name, spec) in &target.snapshot.config.services {
+        if routed(spec) {
+            run.route(name, Some(ServiceTraffic::stable(&target.release.id, spec)))
+                .await?;
+        }
+        run.progress(name, |p| {
+            p.phase = "done".into();
+            p.weight = 100.0;
+        })
+        .await?;
+    }
+    if let Some(current) = &run.old {
+        for name in current.snapshot.config.services.keys() {
+            if !target.snapshot.config.services.contains_key(name) {
+                run.platform
+                    .set_traffic(&run.environment, name, None)
+                    .await
+                    .ok();
+            }
+        }
+    }
+    commit(run).await?;
+    if let Some(current) = &run.old {
+        for (name, spec) in &current.snapshot.config.services {
+            if routed(spec) {
+                run.drained(spec, &current.release.id, None).await;
+            }
+            run.platform
+                .remove_set(&run.environment, name, &current.release.id)
+                .await;
+        }
+    }
+    let reason = run.state().reason;
+    end(run, status::SUCCEEDED, reason).await
+}
+
+/// What the stable release of each routed service did over the last minute, for the watch.
+pub(crate) async fn baseline(run: &Run) -> indexmap::IndexMap<String, BaselineStats> {
+    let mut out = indexmap::IndexMap::new();
+    let Some(old) = &run.old else {
+        return out;
+    };
+    let Ok(stats) = run.platform.window_stats(Duration::from_secs(60)).await else {
+        return out;
+    };
+    for (key, s) in stats {
+        if key.environment == run.environment
+            && key.release == old.release.id
+            && key.track == Track::Stable
+        {
+            out.insert(
+                key.service.clone(),
+                BaselineStats {
+                    requests: s.requests,
+                    error_rate: s.error_rate,
+                    p95_ms: s.p95_ms,
+                },
+            );
+        }
+    }
+    out
+}
