@@ -448,49 +448,59 @@ pub(crate) async fn revert_committed(run: &Run, reason: &str) -> Result<(), Stop
     end(run, status::ROLLED_BACK, Some(reason.to_string())).await
 }
 
-/// `slipway rollback`: every set of the target release comes up (at once when it is still
-/// warm), then every routed service switches to it, then the release it replaces goes.
+/// `slipway rollback`: every routed service's set of the target release comes up (already
+/// there when it is the warm standby) and takes all traffic as soon as it is ready, all
+/// services at once; then workers and cron move; then the release it replaces goes.
 pub(crate) async fn rollback(run: &Run) -> Result<(), Stop> {
     let target = &run.new;
-    for (name, spec) in &target.snapshot.config.services {
-        run.progress(name, |p| {
-            p.phase = "moving".into();
-            p.new_replicas = spec.replicas;
-        })
-        .await?;
+    let services: Vec<_> = target.snapshot.config.services.values().cloned().collect();
+    run.persist(None, None, |s| {
+        for spec in &services {
+            if let Some(p) = s.services.get_mut(&spec.name) {
+                p.phase = "moving".into();
+                p.new_replicas = spec.replicas;
+            }
+        }
+    })
+    .await?;
+    let switch = |spec: slipway_spec::resolve::ResolvedService| async move {
         run.platform
-            .ensure_set(
-                &target.snapshot.config,
-                &target.release,
-                name,
-                spec.replicas,
-            )
+            .ensure_set(&target.snapshot.config, &target.release, &spec.name, spec.replicas)
             .await
-            .map_err(|e| Stop::Failed(format!("{name}: {e}")))?;
-    }
-    for (name, spec) in &target.snapshot.config.services {
+            .map_err(|e| Stop::Failed(format!("{}: {e}", spec.name)))?;
         if spec.kind != ServiceKind::Cron {
-            run.wait_ready(target, name, spec.replicas).await?;
+            run.wait_ready(target, &spec.name, spec.replicas).await?;
         }
-    }
-    for (name, spec) in &target.snapshot.config.services {
-        if routed(spec) {
-            run.route(name, Some(ServiceTraffic::stable(&target.release.id, spec)))
-                .await?;
+        if routed(&spec) {
+            run.route(
+                &spec.name,
+                Some(ServiceTraffic::stable(&target.release.id, &spec)),
+            )
+            .await?;
         }
-        run.progress(name, |p| {
+        run.progress(&spec.name, |p| {
             p.phase = "done".into();
             p.weight = 100.0;
+            p.detail = format!("all on {}", target.release.id);
         })
-        .await?;
+        .await
+        .map_err(Stop::from)
+    };
+    let (front, back): (Vec<_>, Vec<_>) = services.iter().cloned().partition(routed);
+    for group in [front, back] {
+        let results = futures_util::future::join_all(group.into_iter().map(switch)).await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
+        if run.state().switched_ms.is_none() {
+            let now = now_ms();
+            run.persist(None, None, |s| s.switched_ms = Some(now)).await?;
+        }
     }
     if let Some(current) = &run.old {
         for name in current.snapshot.config.services.keys() {
             if !target.snapshot.config.services.contains_key(name) {
-                run.platform
-                    .set_traffic(&run.environment, name, None)
-                    .await
-                    .ok();
+                run.platform.set_traffic(&run.environment, name, None).await.ok();
             }
         }
     }

@@ -307,16 +307,10 @@ impl Run {
                         && p.service == service.name
                         && p.release == release
                 })
-                .map(|p| match ids {
-                    Some(ids) => p
-                        .backends_in_flight
-                        .iter()
-                        .filter(|(id, _)| ids.contains(id))
-                        .map(|(_, n)| u64::from(*n))
-                        .sum(),
-                    None if p.draining => u64::try_from(p.in_flight).unwrap_or(0),
-                    None => 0,
-                })
+                .filter(|p| ids.is_some() || p.draining)
+                .flat_map(|p| &p.backends_in_flight)
+                .filter(|(id, _)| ids.is_none_or(|ids| ids.contains(id)))
+                .map(|(_, n)| u64::from(*n))
                 .sum();
             if going == 0 || Instant::now() >= deadline {
                 return;

@@ -130,6 +130,15 @@ impl PoolState {
         }
     }
 
+    /// Requests going on to any of its backends (its in-flight gauge is shared with every pool
+    /// of the same labels; these counts are its own).
+    pub fn going(&self) -> u64 {
+        self.in_flight_by_backend()
+            .iter()
+            .map(|(_, n)| u64::from(*n))
+            .sum()
+    }
+
     /// Requests going on per backend id, removed backends included (until they finish).
     pub fn in_flight_by_backend(&self) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = Vec::new();

@@ -302,7 +302,7 @@ impl Proxy {
                 keep
             });
             let mut draining = lock(&self.draining);
-            draining.retain(|(_, p)| !p.drain.is_cancelled() && p.metrics.in_flight.get() > 0);
+            draining.retain(|(_, p)| !p.drain.is_cancelled() && p.going() > 0);
             for (key, state) in retire {
                 let drain = Duration::from_millis(
                     drain_ms
@@ -402,7 +402,7 @@ impl Proxy {
             .map(|((env, _, _), p)| sample(env, p, false))
             .collect();
         let mut draining = lock(&self.draining);
-        draining.retain(|(_, p)| !p.drain.is_cancelled() && p.metrics.in_flight.get() > 0);
+        draining.retain(|(_, p)| !p.drain.is_cancelled() && p.going() > 0);
         out.extend(draining.iter().map(|(env, p)| sample(env, p, true)));
         out.sort_by(|a, b| {
             (&a.environment, &a.service, &a.release, a.track, a.draining).cmp(&(
@@ -528,9 +528,9 @@ impl Proxy {
                 "no release of this service is receiving traffic",
             ));
         };
-        pool.metrics.in_flight.inc();
+        let in_flight = InFlight::new(&pool.metrics.in_flight);
         let response = self.forward(&route, &pool, req, peer).await;
-        pool.metrics.in_flight.dec();
+        drop(in_flight);
         pool.metrics
             .record(response.status().as_u16(), started.elapsed());
         if self.access_sample > 0.0 && fastrand::f64() < self.access_sample {
@@ -730,6 +730,23 @@ impl Proxy {
             "backend error",
             "no instance could be reached",
         )
+    }
+}
+
+/// Counts a request in flight until dropped: also when the client goes away mid-request and
+/// the request's future is dropped, which a decrement after the `await` would miss.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -112,7 +112,7 @@ async fn bake(
     let name = spec.name.as_str();
     let a = &spec.strategy.analysis;
     let interval = a.interval.std().max(Duration::from_millis(20));
-    let poll = interval.min(Duration::from_millis(100));
+    let poll = interval.min(Duration::from_millis(50));
     let extra = match step.pause {
         StepPause::For(d) => d.std(),
         _ => Duration::ZERO,

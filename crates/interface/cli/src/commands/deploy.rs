@@ -132,10 +132,12 @@ pub(crate) async fn follow(
                 bar.set_position(progress(&view));
                 bar.set_message(detail_lines(&view));
                 if line != last_line {
-                    bar.println(&line);
+                    bar.println(format!("[{}] {line}", output::time(jiff::Timestamp::now())));
                 }
             }
-            None if !quiet && line != last_line => eprintln!("{line}"),
+            None if !quiet && line != last_line => {
+                eprintln!("[{}] {line}", output::time(jiff::Timestamp::now()));
+            }
             None => {}
         }
         last_line = line;
@@ -228,8 +230,7 @@ fn summary_line(view: &DeploymentView) -> String {
         .map(|s| format!("{} {}", s.name, s.detail))
         .collect();
     let mut line = format!(
-        "[{}] deployment {} {}: {}",
-        output::time(jiff::Timestamp::now()),
+        "deployment {} {}: {}",
         view.deployment,
         view.status,
         services.join("; ")
