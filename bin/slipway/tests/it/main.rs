@@ -5,6 +5,7 @@
 
 mod cli;
 mod daemon;
+mod deploy;
 mod driver;
 mod proxy;
 mod runtime;

@@ -323,3 +323,177 @@ impl Drop for Project {
         }
     }
 }
+
+/// What a [`Load`] saw: request outcomes, and which version (`x-sample-version`) answered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LoadReport {
+    /// 2xx answers.
+    pub(crate) ok: u64,
+    /// Anything else: other statuses and transport errors.
+    pub(crate) failed: u64,
+    /// 2xx answers per version.
+    pub(crate) by_version: std::collections::BTreeMap<String, u64>,
+    /// A few failures, for the assertion message.
+    pub(crate) failures: Vec<String>,
+    /// `(milliseconds since the load started, version or "failed")` of every request.
+    pub(crate) timeline: Vec<(u64, String)>,
+}
+
+impl LoadReport {
+    /// The requests between two points of the timeline (ms since the start).
+    pub(crate) fn between(&self, from_ms: u64, to_ms: u64) -> (u64, u64) {
+        let mut total = 0;
+        let mut failed = 0;
+        for (t, what) in &self.timeline {
+            if (from_ms..=to_ms).contains(t) {
+                total += 1;
+                if what == "failed" {
+                    failed += 1;
+                }
+            }
+        }
+        (total, failed)
+    }
+}
+
+/// Steady HTTP load from `connections` keep-alive connections, on a runtime of its own, until
+/// stopped: the tests' stand-in for `wrk -c N` (the benchmarks use wrk itself).
+pub(crate) struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    report: std::sync::Arc<std::sync::Mutex<LoadReport>>,
+    started: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `connections` clients looping on `url`, each waiting `pace` between requests.
+    pub(crate) fn start(url: &str, connections: usize, pace: Option<Duration>) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let report = std::sync::Arc::new(std::sync::Mutex::new(LoadReport::default()));
+        let started = Instant::now();
+        let url = url.to_string();
+        let thread = {
+            let stop = stop.clone();
+            let report = report.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("load runtime");
+                rt.block_on(async move {
+                    let client = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .pool_max_idle_per_host(connections)
+                        .build()
+                        .expect("client");
+                    let workers: Vec<_> = (0..connections)
+                        .map(|_| {
+                            let (client, url, stop, report) =
+                                (client.clone(), url.clone(), stop.clone(), report.clone());
+                            tokio::spawn(async move {
+                                let mut local: Vec<(u64, String)> = Vec::new();
+                                let mut failures = Vec::new();
+                                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                    let outcome = match client.get(&url).send().await {
+                                        Ok(r) if r.status().is_success() => {
+                                            let v = r
+                                                .headers()
+                                                .get("x-sample-version")
+                                                .and_then(|v| v.to_str().ok())
+                                                .unwrap_or("?")
+                                                .to_string();
+                                            let _ = r.bytes().await;
+                                            v
+                                        }
+                                        Ok(r) => {
+                                            let status = r.status();
+                                            let body = r.text().await.unwrap_or_default();
+                                            failures.push(format!("{status}: {body}"));
+                                            "failed".to_string()
+                                        }
+                                        Err(e) => {
+                                            failures.push(format!("error: {e}"));
+                                            "failed".to_string()
+                                        }
+                                    };
+                                    let t =
+                                        u64::try_from(started.elapsed().as_millis()).unwrap_or(0);
+                                    local.push((t, outcome));
+                                    if local.len() >= 256 {
+                                        merge(&report, &mut local, &mut failures);
+                                    }
+                                    if let Some(p) = pace {
+                                        tokio::time::sleep(p).await;
+                                    }
+                                }
+                                merge(&report, &mut local, &mut failures);
+                            })
+                        })
+                        .collect();
+                    for w in workers {
+                        let _ = w.await;
+                    }
+                });
+            })
+        };
+        Load {
+            stop,
+            report,
+            started,
+            thread: Some(thread),
+        }
+    }
+
+    /// Milliseconds since the load started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(0)
+    }
+
+    /// Requests answered so far.
+    pub(crate) fn answered(&self) -> u64 {
+        let r = self.report.lock().unwrap();
+        r.ok + r.failed
+    }
+
+    /// Stops the clients and returns what they saw.
+    pub(crate) fn stop(mut self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut r = self.report.lock().unwrap().clone();
+        r.timeline.sort_by_key(|(t, _)| *t);
+        r
+    }
+}
+
+fn merge(
+    report: &std::sync::Mutex<LoadReport>,
+    local: &mut Vec<(u64, String)>,
+    failures: &mut Vec<String>,
+) {
+    let mut r = report.lock().unwrap();
+    for (t, what) in local.drain(..) {
+        if what == "failed" {
+            r.failed += 1;
+        } else {
+            r.ok += 1;
+            *r.by_version.entry(what.clone()).or_default() += 1;
+        }
+        r.timeline.push((t, what));
+    }
+    if r.failures.len() < 10 {
+        r.failures.extend(failures.drain(..).take(10));
+    }
+    failures.clear();
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

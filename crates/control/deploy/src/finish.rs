@@ -312,6 +312,11 @@ pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
     let Some(old) = run.old.clone() else {
         return end(run, status::FAILED, Some(reason.to_string())).await;
     };
+    // Nothing moved yet (a failed release command, say): the deploy failed and changed
+    // nothing, rather than rolled back.
+    let changed = run.state().services.values().any(|p| p.phase != "waiting")
+        || run.state().release_command_done;
+    quick_switch(run, &old).await;
     run.persist(Some(status::ROLLING_BACK), None, |s| {
         s.reason = Some(reason.to_string());
         s.paused = None;
@@ -325,12 +330,34 @@ pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
     )
     .await;
     go_back(run, &old).await?;
-    let changed = run.state().services.values().any(|p| p.phase != "waiting")
-        || run.state().release_command_done;
     if changed {
         end(run, status::ROLLED_BACK, Some(reason.to_string())).await
     } else {
         end(run, status::FAILED, Some(reason.to_string())).await
+    }
+}
+
+/// Before anything else, puts every routed service whose old set is whole and ready back on
+/// it. Unlike every other step this acts before it is written down: it moves traffic to the
+/// release the environment is committed to, which is what recovery would do anyway, and each
+/// millisecond earlier is fewer users seeing a bad release's errors.
+async fn quick_switch(run: &Run, old: &Loaded) {
+    let sets = run.platform.sets(&run.environment).await;
+    for (name, spec) in &old.snapshot.config.services {
+        let whole = sets
+            .iter()
+            .find(|s| &s.service == name && s.release == old.release.id)
+            .is_some_and(|s| s.ready >= spec.replicas);
+        if routed(spec) && whole {
+            let plan = ServiceTraffic::stable(&old.release.id, spec);
+            if let Err(e) = run
+                .platform
+                .set_traffic(&run.environment, name, Some(plan))
+                .await
+            {
+                tracing::warn!(service = %name, error = %e, "cannot move traffic back yet");
+            }
+        }
     }
 }
 
@@ -465,7 +492,12 @@ pub(crate) async fn rollback(run: &Run) -> Result<(), Stop> {
     .await?;
     let switch = |spec: slipway_spec::resolve::ResolvedService| async move {
         run.platform
-            .ensure_set(&target.snapshot.config, &target.release, &spec.name, spec.replicas)
+            .ensure_set(
+                &target.snapshot.config,
+                &target.release,
+                &spec.name,
+                spec.replicas,
+            )
             .await
             .map_err(|e| Stop::Failed(format!("{}: {e}", spec.name)))?;
         if spec.kind != ServiceKind::Cron {
@@ -494,13 +526,17 @@ pub(crate) async fn rollback(run: &Run) -> Result<(), Stop> {
         }
         if run.state().switched_ms.is_none() {
             let now = now_ms();
-            run.persist(None, None, |s| s.switched_ms = Some(now)).await?;
+            run.persist(None, None, |s| s.switched_ms = Some(now))
+                .await?;
         }
     }
     if let Some(current) = &run.old {
         for name in current.snapshot.config.services.keys() {
             if !target.snapshot.config.services.contains_key(name) {
-                run.platform.set_traffic(&run.environment, name, None).await.ok();
+                run.platform
+                    .set_traffic(&run.environment, name, None)
+                    .await
+                    .ok();
             }
         }
     }

@@ -139,6 +139,13 @@ impl Run {
         Ok(())
     }
 
+    /// Records an analysis in memory; the next write persists it.
+    pub(crate) fn note_analysis(&self, service: &str, judgement: crate::analysis::Judgement) {
+        lock(&self.state)
+            .analysis
+            .insert(service.to_string(), judgement);
+    }
+
     /// Changes one service's progress and persists it.
     pub(crate) async fn progress(
         &self,

@@ -430,7 +430,7 @@ pub struct Analysis {
     /// Latency increases smaller than this never fail the analysis (default 5ms).
     pub latency_tolerance: Option<Duration>,
     /// Consecutive failed intervals that roll back (default 2); a failure significant at
-    /// 1 in 10 000 rolls back at once.
+    /// 1 in 1 000 rolls back at once.
     pub failure_limit: Option<u32>,
     /// Run the Mann-Whitney U test on latency samples (default true).
     pub judge: Option<bool>,

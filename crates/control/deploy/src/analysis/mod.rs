@@ -16,9 +16,10 @@
 //! | judge | Mann-Whitney U says its latencies are stochastically greater, and its median is more than `max_p95_increase` above the baseline's |
 //!
 //! Latency differences below `latency_tolerance` never fail. A failure so clear that it is
-//! significant at 1 in 10 000 on the requests of the step so far ([`decisive`]) rolls back at
-//! once, without waiting for `failure_limit` intervals: waiting would only show more users
-//! the errors.
+//! significant at 1 in 1 000 on the requests of the step so far ([`decisive`]) rolls back at
+//! once, without waiting for `failure_limit` intervals or `min_requests`: the tests there are
+//! exact at any sample size, and waiting would only show more users the errors (five 500s in a
+//! row from the canary while the stable release answers thousands cleanly is enough).
 
 pub mod mann_whitney;
 pub mod proportion;
@@ -32,7 +33,7 @@ use crate::record::BaselineStats;
 /// Significance of one interval's checks.
 pub const ALPHA: f64 = 0.01;
 /// Significance at which a failure rolls back at once.
-pub const ALPHA_DECISIVE: f64 = 1e-4;
+pub const ALPHA_DECISIVE: f64 = 1e-3;
 
 /// The outcome of a check or of a whole analysis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,25 +266,53 @@ fn slow_count(counts: &Counts, ms: f64) -> u64 {
         .map_or(0, |share| (share * total).round() as u64)
 }
 
-/// A failure clear enough to roll back at once: the error checks, at [`ALPHA_DECISIVE`], on
-/// every request of the step so far. `None` when there is no such failure.
+/// A failure clear enough to roll back at once: on every request of the step so far, the
+/// canary's errors are significant at [`ALPHA_DECISIVE`] against the absolute limit, or
+/// against the baseline's rate (its upper 99.9 % Wilson bound, so the baseline's own noise
+/// counts) plus the allowed increase — both exact binomial tests, valid at any sample size.
+/// `None` when there is no such failure.
 pub fn decisive(
     canary: &Counts,
     baseline: Option<&Counts>,
     a: &ResolvedAnalysis,
 ) -> Option<String> {
     let c = Summary::of(canary);
-    if c.requests < a.min_requests {
+    if c.errors == 0 {
         return None;
     }
-    let b = baseline.map(Summary::of);
-    let mut checks = Vec::new();
-    error_checks(&c, b.as_ref(), a, ALPHA_DECISIVE, &mut checks);
-    let failed: Vec<String> = checks
-        .into_iter()
-        .filter(|c| c.verdict == Verdict::Fail)
-        .map(|c| c.detail)
-        .collect();
+    let mut failed = Vec::new();
+    if significant(
+        proportion::binomial_exceeds(c.errors, c.requests, a.max_error_rate),
+        ALPHA_DECISIVE,
+    ) {
+        failed.push(format!(
+            "error rate {} ({} of {}) against a limit of {}",
+            pct(c.error_rate),
+            c.errors,
+            c.requests,
+            pct(a.max_error_rate)
+        ));
+    }
+    if let Some(b) = baseline
+        .map(Summary::of)
+        .filter(|b| b.requests >= a.min_requests)
+        && let Some((_, upper)) = proportion::wilson_interval(b.errors, b.requests, 0.999)
+    {
+        let limit = (upper + a.max_error_rate_increase).min(1.0);
+        if significant(
+            proportion::binomial_exceeds(c.errors, c.requests, limit),
+            ALPHA_DECISIVE,
+        ) {
+            failed.push(format!(
+                "error rate {} ({} of {}) against the baseline's {} (+{} allowed)",
+                pct(c.error_rate),
+                c.errors,
+                c.requests,
+                pct(b.error_rate),
+                pct(a.max_error_rate_increase)
+            ));
+        }
+    }
     (!failed.is_empty()).then(|| failed.join("; "))
 }
 
@@ -401,7 +430,11 @@ mod tests {
         let j = judge(&counts(3, 2, 1), Some(&counts(500, 0, 1)), &analysis());
         assert_eq!(j.verdict, Verdict::Inconclusive);
         assert!(j.reason.contains("only 5 request(s)"), "{}", j.reason);
-        assert!(decisive(&counts(3, 2, 1), None, &analysis()).is_none());
+        // Two errors in five is not proof against a clean baseline at 1 in 1 000…
+        assert!(decisive(&counts(3, 2, 1), Some(&counts(500, 0, 1)), &analysis()).is_none());
+        // …five in a row is.
+        let five = decisive(&counts(0, 5, 1), Some(&counts(2000, 0, 1)), &analysis());
+        assert!(five.is_some_and(|r| r.contains("5 of 5")));
     }
 
     #[test]

@@ -92,11 +92,21 @@ pub(super) async fn run(
 
 /// Reads the canary's and the stable release's counts.
 async fn read(run: &Run, name: &str, old: &Loaded) -> Option<(Counts, Counts)> {
-    let canary = run
-        .counts(name, &run.new.release.id, Track::Canary)
-        .await
-        .unwrap_or_default();
-    let stable = run.counts(name, &old.release.id, Track::Stable).await?;
+    let samples = run.platform.samples().await.ok()?;
+    let find = |release: &str, track: Track| {
+        samples
+            .iter()
+            .find(|p| {
+                p.environment == run.environment
+                    && p.service == name
+                    && p.release == release
+                    && p.track == track
+                    && !p.draining
+            })
+            .map(|p| p.counts.clone())
+    };
+    let canary = find(&run.new.release.id, Track::Canary).unwrap_or_default();
+    let stable = find(&old.release.id, Track::Stable)?;
     Some((canary, stable))
 }
 
@@ -112,7 +122,8 @@ async fn bake(
     let name = spec.name.as_str();
     let a = &spec.strategy.analysis;
     let interval = a.interval.std().max(Duration::from_millis(20));
-    let poll = interval.min(Duration::from_millis(50));
+    // Looking often costs one loopback request; looking late costs users errors.
+    let poll = interval.min(Duration::from_millis(20));
     let extra = match step.pause {
         StepPause::For(d) => d.std(),
         _ => Duration::ZERO,
@@ -153,11 +164,10 @@ async fn bake(
             continue;
         };
         if let Some(reason) = analysis::decisive(&in_step_c, Some(&in_step_s), a) {
+            // Kept in memory only: the rollback writes the state first thing, and every
+            // millisecond before traffic moves back is more users seeing the errors.
             let j = analysis::judge(&in_step_c, Some(&in_step_s), a);
-            run.persist(None, None, |st| {
-                st.analysis.insert(name.to_string(), j);
-            })
-            .await?;
+            run.note_analysis(name, j);
             return Err(Stop::Failed(format!("{name}: {reason}")));
         }
         if last_at.elapsed() >= interval {
