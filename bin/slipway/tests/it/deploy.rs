@@ -635,3 +635,59 @@ health = { type = "uptime", start_period = "200ms" }
     eprintln!("outcomes after kill -9 at 20 points: {outcomes:?}");
     project.ok(&["down"]);
 }
+
+#[test]
+fn the_post_deploy_watch_rolls_back_a_release_that_goes_bad_after_the_switch() {
+    let project = project(
+        "{ type = \"canary\", steps = [\"50%\"], bake = \"500ms\", analysis = { watch = \"20s\" } }",
+        "",
+    );
+    let _daemon = project.start();
+    let url = web_url(&project);
+    let load = Load::start(&url, 10, None);
+    // A minute's worth of baseline is not needed: a few seconds of clean traffic will do.
+    wait_for("baseline traffic", Duration::from_secs(10), || {
+        (load.answered() > 2000).then_some(())
+    });
+    let (out, d) = deploy(&project, &["--no-wait", "--set", "SAMPLE_VERSION=v2"]);
+    assert!(out.status.success(), "{d:#}");
+    let watching = wait_for("the watch", Duration::from_secs(30), || {
+        let d = project.json(&["deployments", "--limit", "1"])[0].clone();
+        (d["status"] == "watching").then_some(d)
+    });
+    assert!(watching["watch_until"].is_string(), "{watching:#}");
+    assert_eq!(
+        project.json(&["status"])["release"]["id"],
+        "r2",
+        "committed"
+    );
+    // The new release goes bad: 30 % of its answers become 503s.
+    let proxy = project.state().root().join("proxy");
+    let token = std::fs::read_to_string(proxy.join("admin.token")).unwrap();
+    let admin = std::fs::read_to_string(proxy.join("admin.addr")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .put(format!("http://{}/faults/local/web", admin.trim()))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({ "abort_percent": 30, "abort_status": 503 }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    });
+    let done = wait_idle(&project);
+    assert_eq!(done["outcome"], "rolled_back", "{done:#}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("post-deploy watch"),
+        "{done:#}"
+    );
+    assert_eq!(project.json(&["status"])["release"]["id"], "r1");
+    let _ = load.stop();
+}

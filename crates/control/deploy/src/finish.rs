@@ -420,15 +420,15 @@ async fn service_back(run: &Run, old: &Loaded, name: &str) -> Result<(), Stop> {
                 tokio::time::sleep(crate::run::POLL).await;
             }
         }
-        if routed(spec) {
-            let plan = ServiceTraffic::stable(&old.release.id, spec);
-            run.progress(name, |p| {
-                p.traffic = Some(plan.clone());
-                p.weight = 0.0;
-                p.phase = "reverted".into();
-                p.detail = format!("back on {}", old.release.id);
-            })
-            .await?;
+        let plan = routed(spec).then(|| ServiceTraffic::stable(&old.release.id, spec));
+        run.progress(name, |p| {
+            p.traffic.clone_from(&plan);
+            p.weight = 0.0;
+            p.phase = "reverted".into();
+            p.detail = format!("back on {}", old.release.id);
+        })
+        .await?;
+        if let Some(plan) = plan {
             run.platform
                 .set_traffic(&run.environment, name, Some(plan))
                 .await

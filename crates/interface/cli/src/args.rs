@@ -187,6 +187,15 @@ pub enum Command {
         after_help = "Examples:\n  slipway proxy --dir .slipway/proxy --admin 127.0.0.1:7071\n  curl -s -H \"authorization: Bearer $(cat .slipway/proxy/admin.token)\" http://127.0.0.1:7071/stats"
     )]
     Proxy(ProxyArgs),
+    /// A guided tour: a canary deploy under load, then a bad one rolled back by itself.
+    #[command(
+        after_help = "Examples:\n  slipway demo\n  slipway demo --keep            leave it running to try rollback, releases, events"
+    )]
+    Demo {
+        /// Leave the demo's control plane running afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  slipway completions bash > /etc/bash_completion.d/slipway\n  slipway completions zsh > \"${fpath[1]}/_slipway\""

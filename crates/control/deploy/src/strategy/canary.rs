@@ -122,8 +122,15 @@ async fn bake(
     let name = spec.name.as_str();
     let a = &spec.strategy.analysis;
     let interval = a.interval.std().max(Duration::from_millis(20));
-    // Looking often costs one loopback request; looking late costs users errors.
-    let poll = interval.min(Duration::from_millis(20));
+    // Looking often costs one loopback request; looking late costs users errors, most of all
+    // in the first moments of a step, when a new share of users first meets the release.
+    let poll = |since_start: Duration| {
+        if since_start < Duration::from_secs(1) {
+            interval.min(Duration::from_millis(5))
+        } else {
+            interval.min(Duration::from_millis(20))
+        }
+    };
     let extra = match step.pause {
         StepPause::For(d) => d.std(),
         _ => Duration::ZERO,
@@ -139,7 +146,7 @@ async fn bake(
     let mut extended = false;
     let mut promotions = run.controls.borrow().promotions;
     loop {
-        run.sleep(poll).await?;
+        run.sleep(poll(start.elapsed())).await?;
         let controls = run.controls.borrow().clone();
         if controls.full {
             run.persist(None, None, |s| s.skip_steps = true).await?;

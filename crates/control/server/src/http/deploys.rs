@@ -208,6 +208,11 @@ pub(crate) async fn deploy(
 ) -> Result<Response, ApiError> {
     let strategy = body.strategy.as_deref().map(parse_strategy).transpose()?;
     let project = environments::load_project(&app.file)?;
+    let env = if env == "-" {
+        project.default_environment()
+    } else {
+        env
+    };
     let applied = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
     *app.project.write().expect("project lock") = Some(project.clone());
     let record = crate::deploys::start(

@@ -74,7 +74,7 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
     }
 
     if args.detach {
-        return detach(ctx, &args, &environment).await;
+        return detach(ctx, &args, &environment, true).await;
     }
 
     init_logging();
@@ -122,7 +122,31 @@ fn daemon_error(e: DaemonError) -> CliError {
     }
 }
 
-async fn detach(ctx: &Context, args: &UpArgs, environment: &str) -> Result<u8, CliError> {
+/// Starts a control plane for `ctx`'s project in the background and waits until it answers
+/// and its first deployment ended (for `slipway demo`).
+pub(crate) async fn start_detached(
+    ctx: &Context,
+    listen: Option<std::net::SocketAddr>,
+    environment: &str,
+) -> Result<u8, CliError> {
+    detach(
+        ctx,
+        &UpArgs {
+            detach: true,
+            listen,
+        },
+        environment,
+        false,
+    )
+    .await
+}
+
+async fn detach(
+    ctx: &Context,
+    args: &UpArgs,
+    environment: &str,
+    report: bool,
+) -> Result<u8, CliError> {
     ctx.state
         .create()
         .map_err(|e| CliError::from_error("cannot create the state directory", &e))?;
@@ -193,7 +217,10 @@ async fn detach(ctx: &Context, args: &UpArgs, environment: &str) -> Result<u8, C
     spinner.finish_and_clear();
     // `up --detach` returns once the services are up (as `docker compose up --wait`).
     let client = Client::connect(&ctx.state).await?;
-    wait_idle(&client, environment, ctx.json).await?;
+    wait_idle(&client, environment, ctx.json || !report).await?;
+    if !report {
+        return Ok(0);
+    }
     if ctx.json {
         output::json(
             &json!({ "status": "started", "pid": info.pid, "listen": info.listen, "environment": environment, "log": log_path }),

@@ -1,6 +1,7 @@
 //! One module per group of commands; [`run`] dispatches.
 
 mod daemon;
+mod demo;
 mod deploy;
 mod observe;
 mod project;
@@ -44,6 +45,7 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         Command::Abort { reason } => {
             deploy::control(ctx, "abort", json!({ "reason": reason })).await
         }
+        Command::Demo { keep } => demo::demo(ctx, keep).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
