@@ -19,6 +19,7 @@
 pub mod diagnostic;
 pub mod init;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
 pub mod resolve;
 pub mod units;

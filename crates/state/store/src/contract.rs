@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::{
     DeploymentUpdate, EnvironmentState, EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent,
-    NewRelease, Store, StoreError,
+    NewRelease, NewRun, RunQuery, RunUpdate, Store, StoreError,
 };
 
 /// Generates one test per contract case for a store factory.
@@ -36,7 +36,8 @@ macro_rules! store_contract_tests {
             releases_number_per_environment_and_keep_their_flags,
             one_active_deployment_per_environment,
             a_deployment_update_moves_the_environment_in_the_same_write,
-            environment_state_defaults_and_round_trips
+            environment_state_defaults_and_round_trips,
+            runs_round_trip_and_filter_by_environment_commit_and_status
         );
     };
     (@cases $factory:path; $($case:ident),*) => {
@@ -448,4 +449,86 @@ pub async fn environment_state_defaults_and_round_trips(store: Arc<dyn Store>) {
             .current_release,
         None
     );
+}
+
+/// Runs read back whole, newest first, filtered; start and end times are set once.
+pub async fn runs_round_trip_and_filter_by_environment_commit_and_status(store: Arc<dyn Store>) {
+    let new = |env: &str, commit: &str| NewRun {
+        environment: env.into(),
+        git_ref: "main".into(),
+        commit: commit.into(),
+        commit_time: Some(jiff::Timestamp::from_second(1_700_000_000).unwrap()),
+        trigger: "manual".into(),
+        status: "queued".into(),
+        state: json!({ "stages": [] }),
+    };
+    let a = store.create_run(new("staging", "abc")).await.unwrap();
+    let b = store.create_run(new("staging", "def")).await.unwrap();
+    let c = store.create_run(new("production", "abc")).await.unwrap();
+    assert!(a.id < b.id && b.id < c.id);
+    assert_eq!(a.status, "queued");
+    assert!(a.started.is_none() && a.finished.is_none());
+    assert_eq!(a.commit_time.unwrap().as_second(), 1_700_000_000);
+    let update = |status: &str, started: bool, finished: bool| RunUpdate {
+        status: status.into(),
+        started,
+        finished,
+        reason: (status == "failed").then(|| "exit 1".to_string()),
+        failed_step: (status == "failed").then(|| "test/unit/run".to_string()),
+        state: json!({ "status": status }),
+    };
+    let running = store
+        .update_run(a.id, &update("running", true, false))
+        .await
+        .unwrap();
+    let started = running.started.unwrap();
+    let done = store
+        .update_run(a.id, &update("succeeded", true, true))
+        .await
+        .unwrap();
+    assert_eq!(done.started, Some(started), "the start time is kept");
+    assert!(done.finished.is_some());
+    store
+        .update_run(b.id, &update("failed", true, true))
+        .await
+        .unwrap();
+    let query = |env: Option<&str>, commit: Option<&str>, statuses: &[&str]| RunQuery {
+        environment: env.map(str::to_string),
+        commit: commit.map(str::to_string),
+        statuses: statuses.iter().map(|s| s.to_string()).collect(),
+        limit: 10,
+    };
+    let ids = |runs: Vec<crate::RunRecord>| runs.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.runs(&query(None, None, &[])).await.unwrap()),
+        vec![c.id, b.id, a.id]
+    );
+    assert_eq!(
+        ids(store
+            .runs(&query(Some("staging"), None, &[]))
+            .await
+            .unwrap()),
+        vec![b.id, a.id]
+    );
+    assert_eq!(
+        ids(store
+            .runs(&query(Some("staging"), Some("abc"), &["succeeded"]))
+            .await
+            .unwrap()),
+        vec![a.id]
+    );
+    assert!(
+        store
+            .runs(&query(Some("production"), Some("abc"), &["succeeded"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let failed = store.run(b.id).await.unwrap().unwrap();
+    assert_eq!(failed.failed_step.as_deref(), Some("test/unit/run"));
+    assert_eq!(failed.state["status"], "failed");
+    assert!(matches!(
+        store.update_run(999, &update("x", false, false)).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

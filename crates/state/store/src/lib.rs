@@ -351,6 +351,86 @@ pub struct EnvironmentState {
     pub data: serde_json::Value,
 }
 
+/// A pipeline run to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// Environment.
+    pub environment: String,
+    /// The ref it was started for (`main`, `v1.2.3`, a sha).
+    pub git_ref: String,
+    /// The commit it runs.
+    pub commit: String,
+    /// When that commit was made.
+    pub commit_time: Option<Timestamp>,
+    /// `manual`, `push` or `rerun`.
+    pub trigger: String,
+    /// Initial status.
+    pub status: String,
+    /// Stages, jobs and steps, opaque to the store.
+    pub state: serde_json::Value,
+}
+
+/// A change to a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunUpdate {
+    /// New status.
+    pub status: String,
+    /// Its start time is set the first time this is true.
+    pub started: bool,
+    /// Its end time is set the first time this is true.
+    pub finished: bool,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
+    /// `stage/job/step` that failed.
+    pub failed_step: Option<String>,
+    /// The whole state.
+    pub state: serde_json::Value,
+}
+
+/// A recorded run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Id, from 1.
+    pub id: i64,
+    /// Environment.
+    pub environment: String,
+    /// The ref it was started for.
+    pub git_ref: String,
+    /// The commit it runs.
+    pub commit: String,
+    /// When that commit was made.
+    pub commit_time: Option<Timestamp>,
+    /// `manual`, `push` or `rerun`.
+    pub trigger: String,
+    /// Status.
+    pub status: String,
+    /// Recorded.
+    pub created: Timestamp,
+    /// Started (out of the queue).
+    pub started: Option<Timestamp>,
+    /// Ended.
+    pub finished: Option<Timestamp>,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
+    /// `stage/job/step` that failed.
+    pub failed_step: Option<String>,
+    /// Stages, jobs and steps.
+    pub state: serde_json::Value,
+}
+
+/// Which runs to read (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct RunQuery {
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this commit.
+    pub commit: Option<String>,
+    /// Only these statuses.
+    pub statuses: Vec<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// The control plane's state. Implementations are safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -455,6 +535,18 @@ pub trait Store: Send + Sync + 'static {
         environment: &str,
         state: &EnvironmentState,
     ) -> Result<(), StoreError>;
+
+    /// Records a pipeline run.
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError>;
+
+    /// Updates a run.
+    async fn update_run(&self, id: i64, update: &RunUpdate) -> Result<RunRecord, StoreError>;
+
+    /// One run.
+    async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Runs matching a query, newest first.
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
 }
 
 fn millis_to_time(ms: i64) -> Timestamp {

@@ -16,8 +16,8 @@ use tokio::sync::broadcast;
 
 use crate::{
     AppliedConfig, AuditEntry, DeploymentRecord, DeploymentUpdate, EnvironmentState, Event,
-    EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent, NewRelease, ReleaseRecord, Store,
-    StoreError, millis_to_time,
+    EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent, NewRelease, NewRun, ReleaseRecord,
+    RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -129,6 +129,26 @@ fn deployment_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord
         finished: row.get::<Option<i64>, _>("finished_ms").map(millis_to_time),
         reason: row.get("reason"),
         state: parse_json(row.get("state"), "deployment state")?,
+    })
+}
+
+fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        id: row.get("id"),
+        environment: row.get("environment"),
+        git_ref: row.get("git_ref"),
+        commit: row.get("commit_sha"),
+        commit_time: row
+            .get::<Option<i64>, _>("commit_time_ms")
+            .map(millis_to_time),
+        trigger: row.get("trigger"),
+        status: row.get("status"),
+        created: millis_to_time(row.get("created_ms")),
+        started: row.get::<Option<i64>, _>("started_ms").map(millis_to_time),
+        finished: row.get::<Option<i64>, _>("finished_ms").map(millis_to_time),
+        reason: row.get("reason"),
+        failed_step: row.get("failed_step"),
+        state: parse_json(row.get("state"), "run state")?,
     })
 }
 
@@ -559,6 +579,85 @@ impl Store for SqliteStore {
             .await
             .map_err(query_error("writing an environment's state"))?;
         write_environment_state(&mut conn, environment, state).await
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO runs (environment, git_ref, commit_sha, commit_time_ms, trigger, status, \
+                               created_ms, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(&run.environment)
+        .bind(&run.git_ref)
+        .bind(&run.commit)
+        .bind(run.commit_time.map(|t| t.as_millisecond()))
+        .bind(&run.trigger)
+        .bind(&run.status)
+        .bind(now_ms())
+        .bind(json_text(&run.state))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("recording a run"))?;
+        run_from_row(&row)
+    }
+
+    async fn update_run(&self, id: i64, update: &RunUpdate) -> Result<RunRecord, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE runs SET status = ?, reason = ?, failed_step = ?, state = ?, \
+                    started_ms = CASE WHEN ? THEN COALESCE(started_ms, ?) ELSE started_ms END, \
+                    finished_ms = CASE WHEN ? THEN COALESCE(finished_ms, ?) ELSE finished_ms END \
+             WHERE id = ? RETURNING *",
+        )
+        .bind(&update.status)
+        .bind(&update.reason)
+        .bind(&update.failed_step)
+        .bind(json_text(&update.state))
+        .bind(update.started)
+        .bind(now)
+        .bind(update.finished)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error("updating a run"))?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "run",
+            key: id.to_string(),
+        })?;
+        run_from_row(&row)
+    }
+
+    async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("reading a run"))?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let statuses = serde_json::to_string(&query.statuses).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "SELECT * FROM runs WHERE (? IS NULL OR environment = ?) AND (? IS NULL OR commit_sha = ?) \
+               AND (json_array_length(?) = 0 OR status IN (SELECT value FROM json_each(?))) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(&query.environment)
+        .bind(&query.environment)
+        .bind(&query.commit)
+        .bind(&query.commit)
+        .bind(&statuses)
+        .bind(&statuses)
+        .bind(i64::from(query.limit.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading runs"))?
+        .iter()
+        .map(run_from_row)
+        .collect()
     }
 }
 

@@ -783,6 +783,30 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     ),
                     _ => {}
                 }
+                if let (Some(uses), Some(with)) = (step.uses, &step.with)
+                    && let Err(why) = crate::pipeline::check_with(uses, with)
+                {
+                    self.error_at(
+                        &p.key("with"),
+                        format!(
+                            "`with` of step {} of job `{name}` is not right: {why}",
+                            i + 1
+                        ),
+                        Some("`slipway schema` lists the settings of each built-in step".into()),
+                    );
+                }
+                if let (Some(crate::model::BuiltinStep::Require), Some(with)) =
+                    (step.uses, &step.with)
+                    && let Some(env) = with.get("environment").and_then(|v| v.as_str())
+                    && !self.config.environments.contains_key(env)
+                {
+                    self.unknown_reference(
+                        &p.key("with").key("environment"),
+                        "environment",
+                        env,
+                        &envs,
+                    );
+                }
             }
         }
     }
