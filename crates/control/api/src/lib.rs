@@ -332,6 +332,9 @@ pub struct DeployBody {
     pub unset: Vec<String>,
     /// What this release is, for people.
     pub message: Option<String>,
+    /// Deploy even though the environment is frozen.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Body of `POST /v1/environments/{env}/rollback`.
@@ -478,4 +481,140 @@ pub struct ReleaseView {
     pub last_outcome: Option<String>,
     /// Its environment overrides (`deploy --set`).
     pub overrides: std::collections::BTreeMap<String, String>,
+}
+
+/// Body of `POST /v1/environments/{env}/runs`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunBody {
+    /// Branch, tag or sha (default: the environment's branch, else `HEAD`).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+/// Body of `POST /v1/environments/{env}/freeze`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FreezeBody {
+    /// Why deploys stop (`None`: lift the freeze).
+    pub reason: Option<String>,
+}
+
+/// Query of `GET /v1/runs`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct RunsQuery {
+    /// Only this environment.
+    pub env: Option<String>,
+    /// How many of the newest (default 20).
+    pub limit: Option<u32>,
+}
+
+/// Query of `GET /v1/runs/{id}/logs`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct RunLogsQuery {
+    /// Byte offset to read from (the `next` of the previous answer).
+    pub after: Option<u64>,
+}
+
+/// Lines of a run's log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunLogs {
+    /// The lines, `HH:MM:SS.mmm [job/step] text`.
+    pub lines: Vec<String>,
+    /// The offset to ask for next.
+    pub next: u64,
+    /// The run has ended (nothing more will be written).
+    pub done: bool,
+}
+
+/// Query of `GET /v1/dora`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct DoraQuery {
+    /// Only this environment.
+    pub env: Option<String>,
+    /// The window, in days back from now (default 30).
+    pub days: Option<f64>,
+}
+
+/// A pipeline run and how it is going: what `slipway pipeline run` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunView {
+    /// Id.
+    pub run: i64,
+    /// Environment.
+    pub environment: String,
+    /// The ref it was started for.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The commit it runs.
+    pub commit: String,
+    /// The commit's subject line.
+    pub subject: Option<String>,
+    /// `manual`, `push` or `rerun`.
+    pub trigger: String,
+    /// `queued`, `running`, `waiting`, `succeeded`, `failed`, `refused`, `cancelled`.
+    pub status: String,
+    /// Once it ended: `succeeded`, `failed`, `refused` or `cancelled`.
+    pub outcome: Option<String>,
+    /// `stage/job/step` that failed or refused.
+    pub failed_step: Option<String>,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
+    /// The deployment it started.
+    pub deployment: Option<i64>,
+    /// Who approved it.
+    pub approved_by: Option<String>,
+    /// Recorded.
+    pub created_at: jiff::Timestamp,
+    /// Started.
+    pub started_at: Option<jiff::Timestamp>,
+    /// Ended.
+    pub finished_at: Option<jiff::Timestamp>,
+    /// Start to end (or now).
+    pub duration_ms: Option<u64>,
+    /// Stages, jobs and steps.
+    pub stages: Vec<StageView>,
+}
+
+/// A stage of a [`RunView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StageView {
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: String,
+    /// Jobs.
+    pub jobs: Vec<JobView>,
+}
+
+/// A job of a [`StageView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: String,
+    /// How long it took (or has taken).
+    pub duration_ms: Option<u64>,
+    /// Steps.
+    pub steps: Vec<StepView>,
+}
+
+/// A step of a [`JobView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StepView {
+    /// Name.
+    pub name: String,
+    /// `run` or a built-in.
+    pub kind: String,
+    /// Status.
+    pub status: String,
+    /// How long it took (or has taken).
+    pub duration_ms: Option<u64>,
+    /// A command's exit status.
+    pub exit_code: Option<i32>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// What happened.
+    pub detail: Option<String>,
+    /// The last lines of its output, when it failed.
+    pub tail: Vec<String>,
 }

@@ -51,6 +51,14 @@ pub struct DeployRequest {
     pub actor: String,
     /// Secret name → a digest of its value.
     pub secrets: IndexMap<String, String>,
+    /// Smoke checks on the preview route before any traffic moves.
+    pub smoke: Option<crate::smoke::SmokePlan>,
+    /// How long to watch the release after the switch, instead of its services' own watch.
+    pub watch: Option<std::time::Duration>,
+    /// Deploy even when the environment is frozen.
+    pub force: bool,
+    /// The commit, when a pipeline run deploys one.
+    pub commit: Option<crate::release::Commit>,
 }
 
 /// What people can do to a running deployment.
@@ -224,6 +232,12 @@ impl Engine {
         let store = &self.inner.store;
         let env_state = store.environment_state(&req.environment).await?;
         let data = EnvironmentData::from_value(&env_state.data);
+        if let Some(f) = data.freeze.as_ref().filter(|_| !req.force) {
+            return Err(DeployError::Conflict(format!(
+                "deploys to `{}` are frozen by {}: {} (`slipway unfreeze {}` lifts it; `--force` deploys anyway)",
+                req.environment, f.by, f.reason, req.environment
+            )));
+        }
         let mut overrides = data.overrides.clone();
         for k in &req.unset {
             overrides.shift_remove(k);
@@ -231,8 +245,9 @@ impl Engine {
         for (k, v) in &req.set {
             overrides.insert(k.clone(), v.clone());
         }
-        let snapshot =
+        let mut snapshot =
             ReleaseSnapshot::new(&req.config, overrides, req.secrets.clone(), req.generation);
+        snapshot.commit.clone_from(&req.commit);
         let current = match env_state.current_release {
             Some(n) => Some(self.load(&req.environment, n).await?),
             None => None,
@@ -257,6 +272,8 @@ impl Engine {
         let mut state = DeploymentState {
             actor: req.actor.clone(),
             strategy: req.strategy,
+            smoke: req.smoke.clone(),
+            watch: req.watch,
             ..Default::default()
         };
         for (name, spec) in &snapshot.config.services {
@@ -501,9 +518,9 @@ impl Engine {
             .ok_or_else(|| DeployError::NotFound(format!("no deployment {id}")))
     }
 
-    /// Waits until a deployment has ended (or, with `committed`, until its traffic is all on
-    /// the new release), polling the store.
-    pub async fn wait(&self, id: i64, committed: bool) -> Result<DeploymentRecord, DeployError> {
+    /// Waits until a deployment has ended (or, with `watching`, until it only watches the new
+    /// release, all traffic on it), polling the store.
+    pub async fn wait(&self, id: i64, watching: bool) -> Result<DeploymentRecord, DeployError> {
         loop {
             let d = self
                 .inner
@@ -511,13 +528,62 @@ impl Engine {
                 .deployment(id)
                 .await?
                 .ok_or_else(|| DeployError::NotFound(format!("no deployment {id}")))?;
-            let state: DeploymentState =
-                serde_json::from_value(d.state.clone()).unwrap_or_default();
-            if !d.active || (committed && state.committed) {
+            if !d.active || (watching && d.status == status::WATCHING) {
                 return Ok(d);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Freezes deploys to an environment (`None` lifts the freeze).
+    pub async fn freeze(
+        &self,
+        environment: &str,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Option<crate::record::Freeze>, DeployError> {
+        let store = &self.inner.store;
+        let mut state = store.environment_state(environment).await?;
+        let mut data = EnvironmentData::from_value(&state.data);
+        data.freeze = reason.map(|r| crate::record::Freeze {
+            reason: r.to_string(),
+            by: actor.to_string(),
+            since_ms: now_ms(),
+        });
+        state.data = data.to_value();
+        store.set_environment_state(environment, &state).await?;
+        let message = match reason {
+            Some(r) => format!("deploys to {environment} frozen by {actor}: {r}"),
+            None => format!("deploys to {environment} unfrozen by {actor}"),
+        };
+        self.event(
+            NewEvent::info(
+                if reason.is_some() {
+                    "deploy.frozen"
+                } else {
+                    "deploy.unfrozen"
+                },
+                message,
+            )
+            .level(if reason.is_some() {
+                EventLevel::Warning
+            } else {
+                EventLevel::Info
+            })
+            .environment(environment)
+            .data(json!({ "reason": reason, "actor": actor })),
+        )
+        .await;
+        Ok(data.freeze)
+    }
+
+    /// Why deploys to an environment are frozen, if they are.
+    pub async fn frozen(
+        &self,
+        environment: &str,
+    ) -> Result<Option<crate::record::Freeze>, DeployError> {
+        let state = self.inner.store.environment_state(environment).await?;
+        Ok(EnvironmentData::from_value(&state.data).freeze)
     }
 
     /// Pins or unpins a release (pinned releases are never pruned).

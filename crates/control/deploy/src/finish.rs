@@ -165,20 +165,20 @@ pub(crate) async fn after_commit(run: &Run) -> Result<(), Stop> {
 /// Watches the new release against the stats of the old one before the deploy. Returns the
 /// breach that calls for a rollback, if any.
 async fn watch(run: &Run) -> Result<Option<String>, Stop> {
+    let forced = run.state().watch;
+    let watch_of = |s: &slipway_spec::resolve::ResolvedService| {
+        forced.unwrap_or(s.strategy.analysis.watch.std())
+    };
     let services: Vec<_> = run
         .new
         .snapshot
         .config
         .services
         .values()
-        .filter(|s| routed(s) && !s.strategy.analysis.watch.std().is_zero())
+        .filter(|s| routed(s) && !watch_of(s).is_zero())
         .cloned()
         .collect();
-    let longest = services
-        .iter()
-        .map(|s| s.strategy.analysis.watch.std())
-        .max()
-        .unwrap_or_default();
+    let longest = services.iter().map(watch_of).max().unwrap_or_default();
     if longest.is_zero() || run.old.is_none() {
         return Ok(None);
     }

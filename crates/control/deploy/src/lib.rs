@@ -6,6 +6,7 @@
 //! - [`engine`]: starts deployments and rollbacks, takes controls, recovers after a crash.
 //! - `strategy/`: recreate, rolling, blue-green and canary, per service.
 //! - [`analysis`]: canary against the concurrent baseline, with statistical tests.
+//! - [`smoke`]: HTTP smoke checks, before traffic (preview route) and after.
 //! - [`platform`]: what the engine drives (sets of instances, traffic plans), implemented by
 //!   the control plane.
 //!
@@ -21,9 +22,10 @@ pub mod platform;
 pub mod record;
 pub mod release;
 mod run;
+pub mod smoke;
 mod strategy;
 
 pub use engine::{Action, DeployError, DeployRequest, Engine, code_version, outcome};
 pub use platform::{Platform, PlatformError, PoolKey, ServiceTraffic};
 pub use record::DeploymentState;
-pub use release::{ReleaseSnapshot, parse_release_id, release_id};
+pub use release::{Commit, ReleaseSnapshot, parse_release_id, release_id};

@@ -71,6 +71,12 @@ pub struct DeploymentState {
     pub reason: Option<String>,
     /// The last analysis of each service.
     pub analysis: IndexMap<String, Judgement>,
+    /// Smoke checks the new release must pass on the preview route before it gets traffic.
+    #[serde(default)]
+    pub smoke: Option<crate::smoke::SmokePlan>,
+    /// How long to watch after the switch, instead of each service's `analysis.watch`.
+    #[serde(default)]
+    pub watch: Option<std::time::Duration>,
 }
 
 /// One service's progress.
@@ -130,6 +136,17 @@ pub struct Standby {
     pub until_ms: i64,
 }
 
+/// Deploys to an environment are stopped until someone lifts this (`slipway freeze`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Freeze {
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+    /// Since (Unix milliseconds).
+    pub since_ms: i64,
+}
+
 /// What the engine keeps in an environment's state beside its release pointers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnvironmentData {
@@ -139,6 +156,9 @@ pub struct EnvironmentData {
     /// A previous release kept warm for an instant rollback.
     #[serde(default)]
     pub standby: Option<Standby>,
+    /// Deploys are frozen.
+    #[serde(default)]
+    pub freeze: Option<Freeze>,
 }
 
 impl EnvironmentData {

@@ -19,6 +19,22 @@ pub struct ReleaseSnapshot {
     pub secrets: IndexMap<String, String>,
     /// The applied generation of the project file it was built from.
     pub generation: i64,
+    /// The commit it was built from, when a pipeline run made it.
+    #[serde(default)]
+    pub commit: Option<Commit>,
+}
+
+/// A commit a release was built from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Full sha.
+    pub sha: String,
+    /// The ref it was deployed for (`main`, `v1.2.3`).
+    pub git_ref: String,
+    /// When it was committed (Unix milliseconds).
+    pub time_ms: i64,
+    /// The pipeline run that deployed it.
+    pub run: Option<i64>,
 }
 
 impl ReleaseSnapshot {
@@ -41,6 +57,7 @@ impl ReleaseSnapshot {
             overrides,
             secrets,
             generation,
+            commit: None,
         }
     }
 

@@ -175,6 +175,17 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     };
     let workloads = Arc::new(workloads_for(&project, &state_dir, store.clone(), salt));
     let engine = slipway_deploy::Engine::new(store.clone(), workloads.clone());
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("slipway"));
+    let pipelines = slipway_pipeline::Pipelines::new(
+        store.clone(),
+        engine.clone(),
+        workloads.clone(),
+        slipway_pipeline::PipelineOptions {
+            project_file: std::path::absolute(&options.file).unwrap_or(options.file.clone()),
+            runs_dir: state_dir.root().join("runs"),
+            bin_dir: exe.parent().map(std::path::Path::to_path_buf),
+        },
+    );
     let app = Arc::new(AppState::new(
         store.clone(),
         options.file.clone(),
@@ -187,8 +198,11 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             listen: bound.to_string(),
             store: store.backend().to_string(),
         },
-        workloads.clone(),
-        engine.clone(),
+        http::Drivers {
+            workloads: workloads.clone(),
+            engine: engine.clone(),
+            pipelines: pipelines.clone(),
+        },
     ));
 
     store
@@ -216,6 +230,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "the project file was not deployed"),
     }
+    if let Err(e) = pipelines.recover().await {
+        tracing::warn!(error = %e, "cannot recover pipeline runs");
+    }
+    pipelines.start_watcher(shutdown.clone());
 
     state_dir
         .write_daemon_info(&DaemonInfo {

@@ -83,6 +83,10 @@ pub(crate) async fn deploy_if_changed(
         message: None,
         actor: actor.to_string(),
         secrets: app.workloads.secret_versions(),
+        smoke: None,
+        watch: None,
+        force: false,
+        commit: None,
     };
     start(app, project, applied, request).await.map(Some)
 }

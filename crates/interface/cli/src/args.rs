@@ -187,6 +187,41 @@ pub enum Command {
         after_help = "Examples:\n  slipway proxy --dir .slipway/proxy --admin 127.0.0.1:7071\n  curl -s -H \"authorization: Bearer $(cat .slipway/proxy/admin.token)\" http://127.0.0.1:7071/stats"
     )]
     Proxy(ProxyArgs),
+    /// Pipelines: run one, watch it, read its logs, cancel or re-run it.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// Approve a pipeline run waiting for it (recorded in the audit log).
+    #[command(after_help = "Examples:\n  slipway approve 12")]
+    Approve {
+        /// The run.
+        run: i64,
+    },
+    /// Stop deploys to an environment (pipelines and `slipway deploy` refuse) until unfrozen.
+    #[command(
+        after_help = "Examples:\n  slipway freeze production --reason \"end-of-quarter close\"\n  slipway unfreeze production"
+    )]
+    Freeze {
+        /// The environment (default: `--env`, else the project's default).
+        environment: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let deploys to a frozen environment go ahead again.
+    #[command(after_help = "Examples:\n  slipway unfreeze production")]
+    Unfreeze {
+        /// The environment (default: `--env`, else the project's default).
+        environment: Option<String>,
+    },
+    /// DORA figures from recorded history: deployment frequency, lead time, failure rate, restore time.
+    #[command(
+        after_help = "Examples:\n  slipway dora\n  slipway --env production dora --days 7 --json"
+    )]
+    Dora {
+        /// The window, in days back from now.
+        #[arg(long, default_value_t = 30.0)]
+        days: f64,
+    },
     /// A guided tour: a canary deploy under load, then a bad one rolled back by itself.
     #[command(
         after_help = "Examples:\n  slipway demo\n  slipway demo --keep            leave it running to try rollback, releases, events"
@@ -260,6 +295,58 @@ pub struct DeployArgs {
     /// Return once it started (follow it with `slipway deployments` or `slipway events -f`).
     #[arg(long)]
     pub no_wait: bool,
+    /// Deploy even though the environment is frozen (`slipway freeze`).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `slipway pipeline …`.
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Run the pipeline on a commit in an environment and show it live.
+    #[command(
+        after_help = "Examples:\n  slipway --env staging pipeline run\n  slipway --env production pipeline run --ref v1.2.3\n  slipway pipeline run --json | jq '{outcome, failed_step, reason}'"
+    )]
+    Run {
+        /// Branch, tag or sha (default: the environment's branch, else HEAD).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Return once it is queued.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Recent runs, or one run's stages, jobs and steps.
+    #[command(
+        after_help = "Examples:\n  slipway pipeline status\n  slipway pipeline status 12 --json"
+    )]
+    Status {
+        /// The run (default: the recent runs).
+        run: Option<i64>,
+    },
+    /// A run's output, every step's, tagged `[job/step]`.
+    #[command(after_help = "Examples:\n  slipway pipeline logs 12\n  slipway pipeline logs 12 -f")]
+    Logs {
+        /// The run.
+        run: i64,
+        /// Keep printing until the run ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Cancel a queued or running run.
+    #[command(after_help = "Examples:\n  slipway pipeline cancel 12")]
+    Cancel {
+        /// The run.
+        run: i64,
+    },
+    /// Run the same commit in the same environment again.
+    #[command(after_help = "Examples:\n  slipway pipeline rerun 12")]
+    Rerun {
+        /// The run.
+        run: i64,
+        /// Return once it is queued.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 /// `slipway releases …`.

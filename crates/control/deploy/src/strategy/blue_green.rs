@@ -60,7 +60,14 @@ pub(super) async fn run(
         about(name, json!({ "preview": address })),
     )
     .await;
-    if let (Some(address), Some(ProbeCheck::Http { path, status })) =
+    if run
+        .state()
+        .smoke
+        .as_ref()
+        .is_some_and(|p| p.service == name)
+    {
+        super::preview_smoke(run, spec, Some(old)).await?;
+    } else if let (Some(address), Some(ProbeCheck::Http { path, status })) =
         (&address, spec.readiness.as_ref().map(|p| &p.check))
     {
         smoke(run, name, address, path, *status).await?;

@@ -31,6 +31,15 @@ pub(super) async fn run(
     let replicas = spec.replicas.max(1);
     let steps = &spec.strategy.steps;
     let first = run.state().services.get(name).map_or(0, |p| p.step);
+    if first == 0 && run.state().smoke.is_some() {
+        let n = steps.first().map_or(replicas, |s| {
+            ((f64::from(replicas) * s.weight / 100.0).ceil() as u32).clamp(1, replicas)
+        });
+        run.progress(name, |p| p.new_replicas = p.new_replicas.max(n))
+            .await?;
+        run.bring_up(&run.new, name, n).await?;
+        super::preview_smoke(run, spec, Some(old)).await?;
+    }
     for (i, step) in steps.iter().enumerate().skip(first) {
         run.check()?;
         if step.weight >= 100.0 || run.state().skip_steps {

@@ -100,6 +100,70 @@ pub(crate) async fn move_service(run: &Run, name: &str) -> Result<(), Stop> {
     Ok(())
 }
 
+/// When the deploy has smoke checks for this service: puts the new release (already up) on the
+/// preview route, beside whatever the old one serves, and runs them through it, before any
+/// traffic moves. A failure stops the deploy with the users none the wiser.
+pub(crate) async fn preview_smoke(
+    run: &Run,
+    spec: &ResolvedService,
+    old: Option<&crate::run::Loaded>,
+) -> Result<(), Stop> {
+    let Some(plan) = run.state().smoke.filter(|p| p.service == spec.name) else {
+        return Ok(());
+    };
+    let mut traffic = match old {
+        Some(o) => ServiceTraffic::stable(&o.release.id, spec),
+        None => ServiceTraffic {
+            pools: Vec::new(),
+            ..ServiceTraffic::stable(&run.new.release.id, spec)
+        },
+    };
+    traffic.pools.push(PlannedPool {
+        release: run.new.release.id.clone(),
+        track: Track::Preview,
+        weight: 0.0,
+    });
+    run.route(&spec.name, Some(traffic)).await?;
+    let Some(address) = run
+        .platform
+        .preview_address(&run.environment, &spec.name)
+        .await
+    else {
+        return Err(Stop::Failed(format!(
+            "{}: the proxy opened no preview route for the smoke test",
+            spec.name
+        )));
+    };
+    run.progress(&spec.name, |p| {
+        p.detail = format!("smoke test of {} on the preview route", run.new.release.id);
+    })
+    .await?;
+    let results = crate::smoke::run(&plan, &format!("http://{address}"), &[], &run.shutdown).await;
+    run.check()?;
+    match results {
+        Ok(results) => {
+            run.info(
+                "deploy.smoke_passed",
+                format!(
+                    "{}: {} smoke check(s) passed on the preview of {}",
+                    spec.name,
+                    results.len(),
+                    run.new.release.id
+                ),
+                crate::run::about(&spec.name, serde_json::json!({ "checks": results })),
+            )
+            .await;
+            Ok(())
+        }
+        Err(results) => Err(Stop::Failed(format!(
+            "{}: {} on the preview of {}, before it got any traffic",
+            spec.name,
+            crate::smoke::failure(&results),
+            run.new.release.id
+        ))),
+    }
+}
+
 /// Stable on `old` and the rest on `new` as the canary (pools of weight 0 left out).
 pub(crate) fn split(
     old: &str,

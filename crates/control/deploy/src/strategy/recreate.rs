@@ -31,6 +31,7 @@ pub(super) async fn run(
     .await?;
     run.bring_up(&run.new, name, spec.replicas).await?;
     if routed(spec) {
+        super::preview_smoke(run, spec, Some(old)).await?;
         run.route(
             name,
             Some(ServiceTraffic::stable(&run.new.release.id, spec)),

@@ -49,6 +49,9 @@ pub(super) async fn run(
             })
             .await?;
             run.bring_up(&run.new, name, target_new).await?;
+            if traffic && new_n == 0 {
+                super::preview_smoke(run, spec, Some(old)).await?;
+            }
             new_n = target_new;
             if traffic {
                 let w = share(new_n, old_n);

@@ -177,15 +177,21 @@ pub(crate) async fn view(app: &AppState, d: &DeploymentRecord) -> DeploymentView
 }
 
 fn environment_or_default(app: &AppState, env: String) -> String {
-    if env == "-" {
-        app.project
-            .read()
-            .ok()
-            .and_then(|p| p.as_ref().map(slipway_spec::Project::default_environment))
-            .unwrap_or(env)
-    } else {
-        env
+    if env != "-" {
+        return env;
     }
+    let known = app
+        .project
+        .read()
+        .ok()
+        .and_then(|p| p.as_ref().map(slipway_spec::Project::default_environment));
+    known
+        .or_else(|| {
+            crate::environments::load_project(&app.file)
+                .ok()
+                .map(|p| p.default_environment())
+        })
+        .unwrap_or(env)
 }
 
 /// Starts a deployment of the project file as it is now (plus `set`/`unset`).
@@ -232,6 +238,10 @@ pub(crate) async fn deploy(
             message: body.message,
             actor: ACTOR.to_string(),
             secrets: app.workloads.secret_versions(),
+            smoke: None,
+            watch: None,
+            force: body.force,
+            commit: None,
         },
     )
     .await?;

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod handlers;
 mod middleware;
+mod runs;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -43,8 +44,17 @@ pub(crate) struct AppState {
     pub(crate) stop_workloads: AtomicBool,
     /// The deploy engine.
     pub(crate) engine: slipway_deploy::Engine,
+    /// Pipeline runs.
+    pub(crate) pipelines: slipway_pipeline::Pipelines,
     /// Environments restored under the engine since start-up.
     pub(crate) restored: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// What the control plane drives: workloads, deploys, pipelines.
+pub(crate) struct Drivers {
+    pub(crate) workloads: Arc<Workloads>,
+    pub(crate) engine: slipway_deploy::Engine,
+    pub(crate) pipelines: slipway_pipeline::Pipelines,
 }
 
 impl AppState {
@@ -54,9 +64,13 @@ impl AppState {
         token: &str,
         shutdown: CancellationToken,
         control: ControlInfo,
-        workloads: Arc<Workloads>,
-        engine: slipway_deploy::Engine,
+        drivers: Drivers,
     ) -> Self {
+        let Drivers {
+            workloads,
+            engine,
+            pipelines,
+        } = drivers;
         AppState {
             store,
             file,
@@ -67,6 +81,7 @@ impl AppState {
             workloads,
             stop_workloads: AtomicBool::new(false),
             engine,
+            pipelines,
             restored: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -96,6 +111,7 @@ fn digest(token: &str) -> [u8; 32] {
         (name = "audit", description = "The audit log"),
         (name = "services", description = "Service logs and runs"),
         (name = "deploys", description = "Releases, deployments, rollbacks and their controls"),
+        (name = "pipelines", description = "Pipeline runs, approvals, freezes and DORA figures"),
     )
 )]
 struct ApiDoc;
@@ -133,6 +149,15 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(deploys::abort))
         .routes(routes!(deploys::releases))
         .routes(routes!(deploys::pin))
+        .routes(routes!(runs::start))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::logs))
+        .routes(routes!(runs::approve))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::rerun))
+        .routes(routes!(runs::freeze))
+        .routes(routes!(runs::dora))
 }
 
 /// The OpenAPI document of the API (also served at `/openapi.json`).

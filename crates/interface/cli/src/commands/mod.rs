@@ -4,6 +4,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod observe;
+mod pipeline;
 mod project;
 
 use clap::CommandFactory;
@@ -46,6 +47,14 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
             deploy::control(ctx, "abort", json!({ "reason": reason })).await
         }
         Command::Demo { keep } => demo::demo(ctx, keep).await,
+        Command::Pipeline(cmd) => pipeline::pipeline(ctx, cmd).await,
+        Command::Approve { run } => pipeline::approve(ctx, run).await,
+        Command::Freeze {
+            environment,
+            reason,
+        } => pipeline::freeze(ctx, environment, Some(reason)).await,
+        Command::Unfreeze { environment } => pipeline::freeze(ctx, environment, None).await,
+        Command::Dora { days } => pipeline::dora(ctx, days).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
