@@ -213,7 +213,7 @@ pub enum Command {
         /// The environment (default: `--env`, else the project's default).
         environment: Option<String>,
     },
-    /// DORA figures from recorded history: deployment frequency, lead time, failure rate, restore time.
+    /// DORA figures: deploy frequency, lead time, change failure rate, time to restore.
     #[command(
         after_help = "Examples:\n  slipway dora\n  slipway --env production dora --days 7 --json"
     )]
