@@ -541,3 +541,99 @@ fn dora_figures_match_the_history_they_come_from() {
     let text = project.ok(&["--env", "staging", "dora", "--days", "1"]);
     assert!(text.contains("change failure rate"), "{text}");
 }
+
+fn run_status(project: &Project, id: &Value) -> Value {
+    project.json(&["pipeline", "status", &id.to_string()])
+}
+
+#[test]
+fn approvals_queues_cancels_freezes_and_a_restart_mid_run() {
+    let project = example(|t| {
+        t.replace(
+            "requires = [\"staging\"]",
+            "requires = [\"staging\"]\napproval = \"manual\"",
+        )
+    });
+    let sha = git(project.dir.path(), &["rev-parse", "HEAD"]);
+    let mut daemon = project.start();
+    let (ok, staging) = pipeline_run(&project, "staging", &[]);
+    assert!(ok, "{staging:#}");
+
+    // Production needs an approval: the run waits at its deploy step.
+    let (_, first) = pipeline_run(&project, "production", &["--ref", &sha, "--no-wait"]);
+    let waiting = wait_for("the approval wait", Duration::from_secs(30), || {
+        let r = run_status(&project, &first["run"]);
+        (r["status"] == "waiting").then_some(r)
+    });
+    assert_eq!(step(&waiting, "deploy/deploy/deploy")["status"], "waiting");
+    // A second production run queues behind it.
+    let (_, second) = pipeline_run(&project, "production", &["--ref", &sha, "--no-wait"]);
+    assert_eq!(run_status(&project, &second["run"])["status"], "queued");
+    // Approving a run that is not waiting is refused with a reason.
+    let out = project.run(&["approve", &second["run"].to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not waiting"));
+    project.ok(&["approve", &first["run"].to_string()]);
+    let done = wait_for("the approved run", Duration::from_secs(60), || {
+        let r = run_status(&project, &first["run"]);
+        r["outcome"].is_string().then_some(r)
+    });
+    assert_eq!(done["outcome"], "succeeded", "{done:#}");
+    assert_eq!(done["approved_by"], "admin");
+    let audit = project.ok(&["audit", "--limit", "200"]);
+    assert!(
+        audit.contains(&format!("/v1/runs/{}/approve", first["run"])) || audit.contains("/approve"),
+        "{audit}"
+    );
+    // The queued one started after it, and now waits too; cancel it.
+    wait_for("the second run to wait", Duration::from_secs(30), || {
+        (run_status(&project, &second["run"])["status"] == "waiting").then_some(())
+    });
+    project.ok(&["pipeline", "cancel", &second["run"].to_string()]);
+    let cancelled = run_status(&project, &second["run"]);
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled:#}");
+
+    // A control plane killed mid-run: the run is failed at the next start, naming the step.
+    let (_, third) = pipeline_run(&project, "production", &["--ref", &sha, "--no-wait"]);
+    wait_for("the third run to wait", Duration::from_secs(30), || {
+        (run_status(&project, &third["run"])["status"] == "waiting").then_some(())
+    });
+    daemon.kill();
+    daemon = project.start();
+    let interrupted = wait_for("the interrupted run", Duration::from_secs(30), || {
+        let r = run_status(&project, &third["run"]);
+        r["outcome"].is_string().then_some(r)
+    });
+    assert_eq!(interrupted["outcome"], "failed");
+    let reason = interrupted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("interrupted by a control-plane restart"),
+        "{reason}"
+    );
+    assert!(reason.contains("deploy/deploy/deploy"), "{reason}");
+    assert_eq!(
+        step(&interrupted, "deploy/deploy/deploy")["status"],
+        "interrupted"
+    );
+
+    // Frozen: pipelines and hand deploys are refused until unfrozen; a re-run then goes through.
+    project.ok(&["freeze", "staging", "--reason", "quarter close"]);
+    let (ok, refused) = pipeline_run(&project, "staging", &[]);
+    assert!(!ok);
+    assert_eq!(refused["outcome"], "refused", "{refused:#}");
+    assert_eq!(refused["failed_step"], "deploy/deploy/policy");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quarter close")
+    );
+    let out = project.run(&["--env", "staging", "deploy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frozen"));
+    project.ok(&["unfreeze", "staging"]);
+    let rerun = project.json(&["pipeline", "rerun", &refused["run"].to_string()]);
+    assert_eq!(rerun["outcome"], "succeeded", "{rerun:#}");
+    assert_eq!(rerun["trigger"], "rerun");
+    drop(daemon);
+}

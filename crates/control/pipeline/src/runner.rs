@@ -342,7 +342,50 @@ impl Pipelines {
             crate::exec::execute(&this, id, cancel, rx).await;
             lock(&this.inner.going).remove(&environment);
             this.pump(&environment);
+            this.prune_checkouts().await;
         });
+    }
+
+    /// Deletes the checkouts (and artifacts) of all but the newest runs, keeping any a release
+    /// that can still be deployed or rolled back to runs from. Logs stay.
+    async fn prune_checkouts(&self) {
+        const KEEP: usize = 20;
+        let store = &self.inner.store;
+        let Ok(runs) = store
+            .runs(&RunQuery {
+                limit: 100_000,
+                ..Default::default()
+            })
+            .await
+        else {
+            return;
+        };
+        let mut needed: Vec<PathBuf> = Vec::new();
+        let envs: std::collections::BTreeSet<&str> =
+            runs.iter().map(|r| r.environment.as_str()).collect();
+        for env in envs {
+            for r in store.releases(env, 10_000).await.unwrap_or_default() {
+                if r.pruned {
+                    continue;
+                }
+                if let Some(dir) = r.snapshot["config"]["dir"].as_str() {
+                    needed.push(PathBuf::from(dir));
+                }
+            }
+        }
+        for r in runs
+            .iter()
+            .skip(KEEP)
+            .filter(|r| status::is_final(&r.status))
+        {
+            let dir = self.inner.options.runs_dir.join(r.id.to_string());
+            let src = dir.join("src");
+            if !src.exists() || needed.iter().any(|n| n.starts_with(&src)) {
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(&src);
+            let _ = std::fs::remove_dir_all(dir.join("artifacts"));
+        }
     }
 
     /// Cancels a run (queued or going).

@@ -403,6 +403,25 @@ mod tests {
     }
 
     #[test]
+    fn when_matches_environment_branch_and_tag() {
+        let w = When {
+            branch: Some("release/*".into()),
+            tag: None,
+            environment: Some("production".into()),
+        };
+        assert!(w.matches("production", Some("release/1"), None));
+        assert!(!w.matches("staging", Some("release/1"), None));
+        assert!(!w.matches("production", Some("main"), None));
+        let tags = When {
+            tag: Some("v*".into()),
+            ..Default::default()
+        };
+        assert!(tags.matches("any", None, Some("v2")));
+        assert!(!tags.matches("any", Some("v2-branch"), None));
+        assert!(When::default().matches("any", None, None));
+    }
+
+    #[test]
     fn without_jobs_the_default_pipeline_scans_deploys_smokes_and_monitors() {
         let p = resolve(&Config::default());
         let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
