@@ -792,7 +792,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                             "`with` of step {} of job `{name}` is not right: {why}",
                             i + 1
                         ),
-                        Some("`slipway schema` lists the settings of each built-in step".into()),
+                        Some("the README's Pipelines section lists the settings of each built-in step".into()),
                     );
                 }
                 if let (Some(crate::model::BuiltinStep::Require), Some(with)) =
