@@ -72,20 +72,7 @@ pub(super) async fn run(
     {
         smoke(run, name, address, path, *status).await?;
     }
-    run.check()?;
-    run.route(
-        name,
-        Some(ServiceTraffic::stable(&run.new.release.id, spec)),
-    )
-    .await?;
-    run.info(
-        "deploy.switched",
-        format!("{name}: all traffic switched to {}", run.new.release.id),
-        about(name, json!({})),
-    )
-    .await;
-    run.drained(old_spec, &old.release.id, None).await;
-    Ok(())
+    super::switch_all(run, spec, old, old_spec, "deploy.switched").await
 }
 
 /// The readiness path must answer (2xx, or the expected status) through the preview route.

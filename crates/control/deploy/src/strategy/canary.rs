@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use super::split;
 use crate::analysis::{self, Verdict};
-use crate::platform::ServiceTraffic;
 use crate::record::status;
 use crate::run::{Loaded, Run, Stop, about};
 
@@ -84,19 +83,7 @@ pub(super) async fn run(
     })
     .await?;
     run.bring_up(&run.new, name, replicas).await?;
-    run.route(
-        name,
-        Some(ServiceTraffic::stable(&run.new.release.id, spec)),
-    )
-    .await?;
-    run.info(
-        "deploy.promoted",
-        format!("{name}: all traffic on {}", run.new.release.id),
-        about(name, json!({})),
-    )
-    .await;
-    run.drained(old_spec, &old.release.id, None).await;
-    Ok(())
+    super::switch_all(run, spec, old, old_spec, "deploy.promoted").await
 }
 
 /// Reads the canary's and the stable release's counts.

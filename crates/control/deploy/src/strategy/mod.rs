@@ -164,6 +164,31 @@ pub(crate) async fn preview_smoke(
     }
 }
 
+/// All of a routed service's traffic to the new release (as its stable pool), recorded as an
+/// event of `kind`; then the old release's requests in flight finish.
+pub(crate) async fn switch_all(
+    run: &Run,
+    spec: &ResolvedService,
+    old: &crate::run::Loaded,
+    old_spec: &ResolvedService,
+    kind: &str,
+) -> Result<(), Stop> {
+    run.check()?;
+    run.route(
+        &spec.name,
+        Some(ServiceTraffic::stable(&run.new.release.id, spec)),
+    )
+    .await?;
+    run.info(
+        kind,
+        format!("{}: all traffic on {}", spec.name, run.new.release.id),
+        crate::run::about(&spec.name, serde_json::json!({})),
+    )
+    .await;
+    run.drained(old_spec, &old.release.id, None).await;
+    Ok(())
+}
+
 /// Stable on `old` and the rest on `new` as the canary (pools of weight 0 left out).
 pub(crate) fn split(
     old: &str,

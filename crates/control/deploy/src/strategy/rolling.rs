@@ -109,14 +109,7 @@ pub(super) async fn run(
         }
     }
     if traffic {
-        run.route(
-            name,
-            Some(crate::platform::ServiceTraffic::stable(
-                &run.new.release.id,
-                spec,
-            )),
-        )
-        .await?;
+        super::switch_all(run, spec, old, old_spec, "deploy.switched").await?;
     }
     Ok(())
 }
