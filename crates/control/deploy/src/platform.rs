@@ -117,9 +117,6 @@ pub trait Platform: Send + Sync + 'static {
         plan: Option<ServiceTraffic>,
     ) -> Result<(), PlatformError>;
 
-    /// The plan a service has now.
-    async fn traffic(&self, environment: &str, service: &str) -> Option<ServiceTraffic>;
-
     /// Cumulative counts and requests in flight of every pool the proxy has.
     async fn samples(&self) -> Result<Vec<PoolSample>, PlatformError>;
 

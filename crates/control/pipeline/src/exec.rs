@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, Ended};
-use crate::git::{self, Repo};
+use crate::git;
 use crate::log::RunLog;
 use crate::runner::{Pipelines, now_ms, plan, short};
 use crate::state::{RunState, status};
@@ -278,20 +278,7 @@ pub(crate) async fn execute(
 
 /// The checkout, the project file at that commit, and the stages planned.
 async fn prepare(exec: &Arc<Exec>) -> Result<(), String> {
-    let (top, relative) = exec
-        .pipelines
-        .repository()
-        .await
-        .map_err(|e| e.to_string())?;
-    let daemon_project = slipway_spec::load(&exec.pipelines.inner.options.project_file).ok();
-    let repo = match daemon_project.as_ref().and_then(|p| {
-        slipway_spec::pipeline::resolve(&p.config)
-            .watch
-            .map(|(l, _)| (l, p.dir.clone()))
-    }) {
-        Some((location, dir)) => Repo::new(&location, &dir),
-        None => Repo::new(&top.display().to_string(), &top),
-    };
+    let (repo, relative) = exec.pipelines.source().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&exec.src);
     if let Some(parent) = exec.src.parent() {
         std::fs::create_dir_all(parent)

@@ -147,6 +147,21 @@ impl Pipelines {
         Ok((top, relative))
     }
 
+    /// The repository runs come from (the watched one, else the project's own) and the project
+    /// file's path inside a checkout of it.
+    pub(crate) async fn source(&self) -> Result<(Repo, PathBuf), PipelineError> {
+        let (top, relative) = self.repository().await?;
+        let watched = slipway_spec::load(&self.inner.options.project_file)
+            .ok()
+            .and_then(|p| {
+                slipway_spec::pipeline::resolve(&p.config)
+                    .watch
+                    .map(|(location, _)| Repo::new(&location, &p.dir))
+            });
+        let repo = watched.unwrap_or_else(|| Repo::new(&top.display().to_string(), &top));
+        Ok((repo, relative))
+    }
+
     /// The log file of a run.
     pub fn log_path(&self, id: i64) -> PathBuf {
         self.inner
@@ -171,12 +186,8 @@ impl Pipelines {
         let config = project
             .resolve(&req.environment)
             .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-        let (top, _) = self.repository().await?;
         let pipeline = slipway_spec::pipeline::resolve(&project.config);
-        let repo = match &pipeline.watch {
-            Some((location, _)) => Repo::new(location, &project.dir),
-            None => Repo::new(&top.display().to_string(), &top),
-        };
+        let (repo, _) = self.source().await?;
         let git_ref = req
             .git_ref
             .clone()

@@ -271,14 +271,8 @@ impl Platform for Workloads {
             .services
             .get(service)
             .ok_or_else(|| err(format!("no service `{service}`")))?;
-        // Composing variables needs no runtime state beyond the options.
-        let runtime = Runtime::new(
-            self.driver.clone(),
-            self.store.clone(),
-            self.options.clone(),
-            &config.environment,
-        );
-        runtime.environment_of(config, release, spec).map_err(err)
+        slipway_runtime::supervisor::environment_of(&self.options, config, release, spec)
+            .map_err(err)
     }
 
     async fn set_traffic(
@@ -308,12 +302,6 @@ impl Platform for Workloads {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-    }
-
-    async fn traffic(&self, environment: &str, service: &str) -> Option<ServiceTraffic> {
-        plans_lock(&self.plans)
-            .get(&(environment.to_string(), service.to_string()))
-            .cloned()
     }
 
     async fn samples(&self) -> Result<Vec<PoolSample>, PlatformError> {

@@ -303,32 +303,6 @@ impl Runtime {
         &self.driver
     }
 
-    /// Brings every service of `env` to `release` at its declared replicas at once, removing
-    /// every other set (what a first start or a `recreate` of everything does), then stops
-    /// instances nobody claimed.
-    pub async fn apply(&self, env: &ResolvedEnv, release: &Release) {
-        let stale: Vec<(String, String)> = self
-            .sets
-            .lock()
-            .await
-            .keys()
-            .filter(|(s, r)| r != &release.id || !env.services.contains_key(s))
-            .cloned()
-            .collect();
-        for (service, r) in stale {
-            self.remove(&service, &r).await;
-        }
-        for service in env.services.values() {
-            if let Err(e) = self
-                .ensure(env, release, &service.name, service.replicas)
-                .await
-            {
-                tracing::warn!(service = %service.name, error = %e, "service not started");
-            }
-        }
-        self.release_unclaimed().await;
-    }
-
     /// Makes the set of `service` at `release` exist with `replicas` instances: creates it
     /// (building the release once, claiming instances a previous control plane left), or
     /// scales it (stopping the highest slots first). Returns once the tasks run; readiness is
@@ -383,7 +357,7 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let k = key(&spec.name, &release.id);
         let status = Arc::new(Mutex::new(fresh_status(spec)));
-        let (env_vars, secret_keys, missing) = self.compose_env(env, release, spec);
+        let (env_vars, secret_keys, missing) = compose_env(&self.options, env, release, spec);
         let ctx = Arc::new(Ctx {
             driver: self.driver.clone(),
             store: self.store.clone(),
@@ -683,74 +657,6 @@ impl Runtime {
         let _ = self.driver.remove(i).await;
     }
 
-    /// project → environment → service (already merged by the spec) → secrets → injected.
-    /// Returns the variables, the secret keys, and required secrets that have no value.
-    fn compose_env(
-        &self,
-        env: &ResolvedEnv,
-        release: &Release,
-        service: &ResolvedService,
-    ) -> (IndexMap<String, String>, Vec<String>, Vec<String>) {
-        let mut vars = IndexMap::new();
-        for key in ["HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
-            if let Ok(v) = std::env::var(key) {
-                vars.insert(key.to_string(), v);
-            }
-        }
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        let path = match &self.options.bin_dir {
-            Some(dir) => format!("{}:{path}", dir.display()),
-            None => path,
-        };
-        vars.insert("PATH".into(), path);
-        for (k, v) in &service.env {
-            vars.insert(k.clone(), v.clone());
-        }
-        let mut secret_keys = Vec::new();
-        let mut missing = Vec::new();
-        for name in &service.secrets {
-            match self.options.secrets.get(name) {
-                Some(value) => {
-                    vars.insert(name.clone(), value.clone());
-                    secret_keys.push(name.clone());
-                }
-                None if env.secrets.get(name).is_some_and(|s| s.required) => {
-                    missing.push(name.clone());
-                }
-                None => {}
-            }
-        }
-        vars.insert("SLIPWAY_SERVICE".into(), service.name.clone());
-        vars.insert("SLIPWAY_ENV".into(), env.environment.clone());
-        vars.insert("SLIPWAY_RELEASE".into(), release.id.clone());
-        vars.insert("SLIPWAY_VERSION".into(), release.version.clone());
-        vars.insert(
-            "SLIPWAY_RELEASE_DIR".into(),
-            release_dir(&self.options, &env.environment, release, service)
-                .display()
-                .to_string(),
-        );
-        (vars, secret_keys, missing)
-    }
-
-    /// The variables an instance of `service` at `release` gets, with the names of those that
-    /// are secret (for a one-shot command such as the release command, run the same way).
-    pub fn environment_of(
-        &self,
-        env: &ResolvedEnv,
-        release: &Release,
-        service: &ResolvedService,
-    ) -> Result<(IndexMap<String, String>, Vec<String>), RuntimeError> {
-        let (vars, secret_keys, missing) = self.compose_env(env, release, service);
-        if !missing.is_empty() {
-            return Err(RuntimeError::Refused(format!(
-                "secret {} has no value; set it in the environment of `slipway up`",
-                missing.join(", ")
-            )));
-        }
-        Ok((vars, secret_keys))
-    }
-
     /// Stops every instance (for `slipway down`); returns when all are gone.
     pub async fn stop_all(&self) {
         let all: Vec<Set> = self.sets.lock().await.drain(..).map(|(_, s)| s).collect();
@@ -861,6 +767,74 @@ impl Runtime {
             tracing::warn!(error = %e, "cannot record an event");
         }
     }
+}
+
+/// project → environment → service (already merged by the spec) → secrets → injected.
+/// Returns the variables, the secret keys, and required secrets that have no value.
+pub(crate) fn compose_env(
+    options: &RuntimeOptions,
+    env: &ResolvedEnv,
+    release: &Release,
+    service: &ResolvedService,
+) -> (IndexMap<String, String>, Vec<String>, Vec<String>) {
+    let mut vars = IndexMap::new();
+    for key in ["HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
+        if let Ok(v) = std::env::var(key) {
+            vars.insert(key.to_string(), v);
+        }
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = match &options.bin_dir {
+        Some(dir) => format!("{}:{path}", dir.display()),
+        None => path,
+    };
+    vars.insert("PATH".into(), path);
+    for (k, v) in &service.env {
+        vars.insert(k.clone(), v.clone());
+    }
+    let mut secret_keys = Vec::new();
+    let mut missing = Vec::new();
+    for name in &service.secrets {
+        match options.secrets.get(name) {
+            Some(value) => {
+                vars.insert(name.clone(), value.clone());
+                secret_keys.push(name.clone());
+            }
+            None if env.secrets.get(name).is_some_and(|s| s.required) => {
+                missing.push(name.clone());
+            }
+            None => {}
+        }
+    }
+    vars.insert("SLIPWAY_SERVICE".into(), service.name.clone());
+    vars.insert("SLIPWAY_ENV".into(), env.environment.clone());
+    vars.insert("SLIPWAY_RELEASE".into(), release.id.clone());
+    vars.insert("SLIPWAY_VERSION".into(), release.version.clone());
+    vars.insert(
+        "SLIPWAY_RELEASE_DIR".into(),
+        release_dir(options, &env.environment, release, service)
+            .display()
+            .to_string(),
+    );
+    (vars, secret_keys, missing)
+}
+
+/// The variables an instance of `service` at `release` gets, with the names of those that are
+/// secret (for a one-shot command such as the release command, run the same way).
+pub fn environment_of(
+    options: &RuntimeOptions,
+    env: &ResolvedEnv,
+    release: &Release,
+    service: &ResolvedService,
+) -> Result<(IndexMap<String, String>, Vec<String>), RuntimeError> {
+    let (vars, secret_keys, missing) = compose_env(options, env, release, service);
+    if !missing.is_empty() {
+        return Err(RuntimeError::Refused(format!(
+            "secret {} has no value; set it in the environment of `slipway up`",
+            missing.join(", ")
+        )));
+    }
+    Ok((vars, secret_keys))
 }
 
 fn fingerprint(
