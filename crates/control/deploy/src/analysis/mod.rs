@@ -16,7 +16,8 @@
 //! | judge | Mann-Whitney U says its latencies are stochastically greater, and its median is more than `max_p95_increase` above the baseline's |
 //!
 //! Latency differences below `latency_tolerance` never fail. A failure so clear that it is
-//! significant at 1 in 1 000 on the requests of the step so far ([`decisive`]) rolls back at
+//! significant at 1 in 1 000 on the canary's requests of the step so far, against everything the
+//! stable release answered since just before the step's instances started ([`decisive`]), rolls back at
 //! once, without waiting for `failure_limit` intervals or `min_requests`: the tests there are
 //! exact at any sample size, and waiting would only show more users the errors (five 500s in a
 //! row from the canary while the stable release answers thousands cleanly is enough).

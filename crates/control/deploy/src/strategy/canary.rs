@@ -51,6 +51,11 @@ pub(super) async fn run(
             p.detail = format!("step {}/{}: {}%", i + 1, steps.len(), step.weight);
         })
         .await?;
+        // The stable release's counts from before the step's instances start: the decisive
+        // check compares the canary with everything the stable release answered since, which
+        // is still the same moments (a start takes seconds), but enough requests for a tight
+        // bound from the step's first instant, when a bad release meets its first users.
+        let before = read(run, name, old).await.map(|(_, s)| s);
         run.bring_up(&run.new, name, n).await?;
         run.route(
             name,
@@ -75,7 +80,7 @@ pub(super) async fn run(
             about(name, json!({ "step": i, "weight": step.weight })),
         )
         .await;
-        bake(run, spec, old, i, step).await?;
+        bake(run, spec, old, i, step, before).await?;
     }
     run.progress(name, |p| {
         p.new_replicas = replicas;
@@ -114,6 +119,7 @@ async fn bake(
     old: &Loaded,
     index: usize,
     step: &ResolvedStep,
+    before: Option<Counts>,
 ) -> Result<(), Stop> {
     let name = spec.name.as_str();
     let a = &spec.strategy.analysis;
@@ -166,7 +172,9 @@ async fn bake(
             (step_c, step_s, last_c, last_s) = (c.clone(), s.clone(), c, s);
             continue;
         };
-        if let Some(reason) = analysis::decisive(&in_step_c, Some(&in_step_s), a) {
+        let recent_s = before.as_ref().and_then(|b| s.since(b));
+        let baseline = recent_s.as_ref().unwrap_or(&in_step_s);
+        if let Some(reason) = analysis::decisive(&in_step_c, Some(baseline), a) {
             // Kept in memory only: the rollback writes the state first thing, and every
             // millisecond before traffic moves back is more users seeing the errors.
             let j = analysis::judge(&in_step_c, Some(&in_step_s), a);
