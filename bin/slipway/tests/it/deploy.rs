@@ -409,6 +409,15 @@ fn one_deployment_at_a_time_and_pause_promote_abort_do_what_they_say() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("deployment {id}")), "{err}");
     assert!(err.contains("still going"), "{err}");
+    // `up` does not wait forever behind a deployment that waits for a person.
+    let out = project.run(&["up"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("deployment {id}")), "{err}");
+    assert!(
+        err.contains("is paused") && err.contains("slipway promote"),
+        "{err}"
+    );
     // Promote: on to the next step.
     project.ok(&["promote"]);
     let done = wait_idle(&project);

@@ -77,20 +77,12 @@ impl Repo {
         p.exists().then_some(p)
     }
 
-    /// The commit `reference` names (a branch, tag or sha).
+    /// The commit `reference` names (a branch, tag or sha). A remote repository is asked for
+    /// its heads (`git ls-remote`): a branch or tag name, or a full sha, which the run's clone
+    /// then checks out; its time and subject are read from that checkout (0 and empty here).
     pub async fn resolve(&self, reference: &str) -> Result<Commit, GitError> {
-        let dir = match self.local() {
-            Some(d) => d,
-            None => {
-                // A remote: ask it for the ref, then fetch that commit into a scratch clone.
-                return Err(GitError {
-                    args: format!("rev-parse {reference}"),
-                    message: format!(
-                        "{} is not a local repository; runs of remote repositories start from the watcher, which fetches them",
-                        self.location
-                    ),
-                });
-            }
+        let Some(dir) = self.local() else {
+            return self.resolve_remote(reference).await;
         };
         let out = git(
             Some(&dir),
@@ -114,6 +106,38 @@ impl Repo {
             sha: sha.to_string(),
             time: time.parse().unwrap_or(0),
             subject: subject.unwrap_or("").to_string(),
+        })
+    }
+
+    async fn resolve_remote(&self, reference: &str) -> Result<Commit, GitError> {
+        let full_sha = reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        let sha = if full_sha {
+            Some(reference.to_ascii_lowercase())
+        } else {
+            let heads = self.heads().await?;
+            let wanted = [
+                reference.to_string(),
+                format!("refs/heads/{reference}"),
+                format!("refs/tags/{reference}"),
+            ];
+            wanted
+                .iter()
+                .find_map(|w| heads.iter().find(|(name, _)| name == w))
+                .map(|(_, sha)| sha.clone())
+        };
+        let Some(sha) = sha else {
+            return Err(GitError {
+                args: format!("ls-remote {}", self.location),
+                message: format!(
+                    "{} has no branch or tag `{reference}` (a commit of a remote repository is named by its full sha)",
+                    self.location
+                ),
+            });
+        };
+        Ok(Commit {
+            sha,
+            time: 0,
+            subject: String::new(),
         })
     }
 
@@ -186,4 +210,75 @@ pub async fn commit_in(dir: &Path, sha: &str) -> Result<Commit, GitError> {
     }
     .resolve(sha)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_remote_repository_resolves_branches_tags_and_full_shas_and_checks_them_out() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).expect("mkdir");
+        run(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("a.txt"), "one\n").expect("write");
+        run(&work, &["add", "a.txt"]);
+        run(&work, &["commit", "-q", "-m", "first"]);
+        let first = run(&work, &["rev-parse", "HEAD"]);
+        run(&work, &["tag", "-a", "v1.0.0", "-m", "release"]);
+        std::fs::write(work.join("a.txt"), "two\n").expect("write");
+        run(&work, &["commit", "-q", "-am", "second"]);
+        let second = run(&work, &["rev-parse", "HEAD"]);
+        let bare = tmp.path().join("remote.git");
+        run(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                &work.display().to_string(),
+                "remote.git",
+            ],
+        );
+
+        let remote = Repo::new(&format!("file://{}", bare.display()), tmp.path());
+        assert!(remote.local().is_none(), "a URL is a remote");
+        assert_eq!(remote.resolve("main").await.expect("branch").sha, second);
+        assert_eq!(
+            remote.resolve("v1.0.0").await.expect("annotated tag").sha,
+            first
+        );
+        assert_eq!(remote.resolve(&first).await.expect("full sha").sha, first);
+        let err = remote.resolve("nope").await.expect_err("unknown ref");
+        assert!(err.message.contains("no branch or tag `nope`"), "{err}");
+
+        let dest = tmp.path().join("checkout");
+        remote.checkout(&first, &dest).await.expect("checkout");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).expect("read"),
+            "one\n"
+        );
+        let c = commit_in(&dest, &first).await.expect("commit");
+        assert_eq!(c.subject, "first");
+        assert!(c.time > 0);
+
+        let local = Repo::new("work", tmp.path());
+        assert_eq!(local.resolve("main~1").await.expect("local").sha, first);
+    }
 }

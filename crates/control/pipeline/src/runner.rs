@@ -209,7 +209,10 @@ impl Pipelines {
                         e.message
                     ))
                 })?;
-                (c.sha, Some(c.time), Some(c.subject))
+                // A remote's commit has no time or subject until the run's checkout reads them.
+                let time = (c.time > 0).then_some(c.time);
+                let subject = (!c.subject.is_empty()).then_some(c.subject);
+                (c.sha, time, subject)
             }
         };
         let state = RunState {

@@ -242,6 +242,14 @@ async fn wait_idle(client: &Client, environment: &str, quiet: bool) -> Result<()
         .get(&format!("/v1/deployments?env={environment}&limit=5"))
         .await?;
     for d in going.iter().filter(|d| d.outcome.is_none()) {
+        // A deployment waiting for a person would keep `up` waiting forever.
+        if let Some(why) = &d.paused {
+            return Err(CliError::new(format!(
+                "deployment {} ({} of {}) is paused: {why}",
+                d.deployment, d.kind, d.release
+            ))
+            .hint("`slipway promote` (or `resume`) lets it go on, `slipway abort` rolls it back; then run `slipway up` again"));
+        }
         if !quiet {
             eprintln!(
                 "waiting for deployment {} ({} of {}) to end",
