@@ -700,3 +700,86 @@ fn the_post_deploy_watch_rolls_back_a_release_that_goes_bad_after_the_switch() {
     assert_eq!(project.json(&["status"])["release"]["id"], "r1");
     let _ = load.stop();
 }
+
+#[test]
+fn a_sticky_canary_keeps_each_user_on_one_release_and_only_moves_them_forward() {
+    let project = project(
+        "{ type = \"canary\", steps = [\"20%\", { pause = true }, \"60%\", { pause = true }], bake = \"200ms\", sticky = { header = \"x-user\" }, canary_tenants = [\"acme\"], analysis = { min_requests = 0 } }",
+        "",
+    );
+    let _daemon = project.start();
+    let url = web_url(&project);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let version_of = |user: &str| -> String {
+        rt.block_on(async {
+            let v: Value = client
+                .get(&url)
+                .header("x-user", user)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["version"].as_str().unwrap().to_string()
+        })
+    };
+    let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+    // Each user, asked three times, must get one answer; returns the users on v2.
+    let canary_users = |weight: f64| -> Vec<String> {
+        let mut on_canary = Vec::new();
+        for user in &users {
+            let seen: Vec<String> = (0..3).map(|_| version_of(user)).collect();
+            assert!(
+                seen.iter().all(|v| v == &seen[0]),
+                "{user} at {weight}% saw {seen:?}"
+            );
+            if seen[0] == "v2" {
+                on_canary.push(user.clone());
+            }
+        }
+        on_canary
+    };
+    let paused_at = |weight: f64| {
+        wait_for("the pause step", Duration::from_secs(30), || {
+            let d = project.json(&["deployments", "--limit", "1"])[0].clone();
+            (d["status"] == "paused" && d["services"][0]["weight"] == weight).then_some(())
+        });
+    };
+
+    deploy(&project, &["--no-wait", "--set", "SAMPLE_VERSION=v2"]);
+    paused_at(20.0);
+    let at_20 = canary_users(20.0);
+    // A hash split of 200 users at 20 %: far from 0 and from all (binomial sd ≈ 5.7).
+    assert!(
+        (15..=70).contains(&at_20.len()),
+        "{} of 200 on the canary at 20%",
+        at_20.len()
+    );
+    // The canary tenant is on the new release from the first step.
+    assert_eq!(version_of("acme"), "v2");
+
+    project.ok(&["promote"]);
+    paused_at(60.0);
+    let at_60 = canary_users(60.0);
+    assert!(
+        (90..=170).contains(&at_60.len()),
+        "{} of 200 on the canary at 60%",
+        at_60.len()
+    );
+    // Growing the canary only moves users from stable to canary, never back.
+    let moved_back: Vec<&String> = at_20.iter().filter(|u| !at_60.contains(u)).collect();
+    assert!(
+        moved_back.is_empty(),
+        "back on stable at 60%: {moved_back:?}"
+    );
+
+    project.ok(&["promote"]);
+    let done = wait_idle(&project);
+    assert_eq!(done["outcome"], "succeeded", "{done:#}");
+    assert!(users.iter().take(20).all(|u| version_of(u) == "v2"));
+}
