@@ -548,10 +548,15 @@ fn run_status(project: &Project, id: &Value) -> Value {
 
 #[test]
 fn approvals_queues_cancels_freezes_and_a_restart_mid_run() {
+    let (hook, received) = webhook_receiver();
     let project = example(|t| {
         t.replace(
             "requires = [\"staging\"]",
             "requires = [\"staging\"]\napproval = \"manual\"",
+        )
+        .replace(
+            "# WATCH",
+            &format!("webhook = {{ url = \"{hook}/runs/{{run}}\" }}"),
         )
     });
     let sha = git(project.dir.path(), &["rev-parse", "HEAD"]);
@@ -615,6 +620,25 @@ fn approvals_queues_cancels_freezes_and_a_restart_mid_run() {
         step(&interrupted, "deploy/deploy/deploy")["status"],
         "interrupted"
     );
+    // A run ended at the next start reports too (a commit status must not stay pending).
+    let path = format!("/runs/{}", third["run"]);
+    let report = wait_for(
+        "the interrupted run's report",
+        Duration::from_secs(10),
+        || {
+            let got = received.lock().unwrap().clone();
+            got.into_iter()
+                .find(|(p, v)| p == &path && v["status"] == "failed")
+        },
+    );
+    assert!(
+        report.1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by a control-plane restart"),
+        "{report:#?}"
+    );
+    assert_eq!(report.1["failed_step"], "deploy/deploy/deploy");
 
     // Frozen: pipelines and hand deploys are refused until unfrozen; a re-run then goes through.
     project.ok(&["freeze", "staging", "--reason", "quarter close"]);

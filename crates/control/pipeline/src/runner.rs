@@ -300,6 +300,22 @@ impl Pipelines {
             .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))?;
         let mut state: RunState = serde_json::from_value(record.state.clone()).unwrap_or_default();
         state.superseded_by = superseded_by;
+        self.end_idle(&record, &state, final_status, reason, None)
+            .await
+    }
+
+    /// Ends a run that no task executes (queued, or going when the control plane stopped):
+    /// writes it, records the event and posts the status webhook, so a commit status never
+    /// stays pending.
+    async fn end_idle(
+        &self,
+        record: &RunRecord,
+        state: &RunState,
+        final_status: &str,
+        reason: &str,
+        failed_step: Option<String>,
+    ) -> Result<RunRecord, PipelineError> {
+        let id = record.id;
         let updated = self
             .inner
             .store
@@ -307,23 +323,33 @@ impl Pipelines {
                 id,
                 &RunUpdate {
                     status: final_status.into(),
-                    started: false,
+                    started: record.status != status::QUEUED,
                     finished: true,
                     reason: Some(reason.into()),
-                    failed_step: None,
-                    state: serde_json::to_value(&state).unwrap_or_default(),
+                    failed_step,
+                    state: serde_json::to_value(state).unwrap_or_default(),
                 },
             )
             .await?;
+        let level = if final_status == status::FAILED {
+            EventLevel::Warning
+        } else {
+            EventLevel::Info
+        };
         self.event(
             NewEvent::info(
                 format!("pipeline.{final_status}"),
                 format!("run {id} {final_status}: {reason}"),
             )
+            .level(level)
             .environment(&record.environment)
             .subject(format!("run-{id}")),
         )
         .await;
+        if let Ok(project) = slipway_spec::load(&self.inner.options.project_file) {
+            let pipeline = slipway_spec::pipeline::resolve(&project.config);
+            crate::webhook::post(&self.inner, &pipeline, &updated).await;
+        }
         Ok(updated)
     }
 
@@ -544,26 +570,8 @@ impl Pipelines {
                     .map(|s| format!(" during {s}"))
                     .unwrap_or_default()
             );
-            store
-                .update_run(
-                    r.id,
-                    &RunUpdate {
-                        status: status::FAILED.into(),
-                        started: true,
-                        finished: true,
-                        reason: Some(reason.clone()),
-                        failed_step: step,
-                        state: serde_json::to_value(&state).unwrap_or_default(),
-                    },
-                )
+            self.end_idle(r, &state, status::FAILED, &reason, step)
                 .await?;
-            self.event(
-                NewEvent::info("pipeline.failed", format!("run {} failed: {reason}", r.id))
-                    .level(EventLevel::Warning)
-                    .environment(&r.environment)
-                    .subject(format!("run-{}", r.id)),
-            )
-            .await;
         }
         queued.sort_by_key(|r| r.id);
         for r in queued {
