@@ -57,15 +57,13 @@ pub(crate) async fn commit(run: &Run) -> Result<(), Stop> {
     Ok(())
 }
 
-/// The first release of an environment: everything starts at once, traffic goes to each web
-/// service once it is ready (or once the deploy timeout is over, so its 503s come from the
-/// proxy), and the deployment ends when every instance is ready — failed, with everything left
-/// running to look at, when some are not ready in time: there is nothing to go back to.
-pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
-    let services: Vec<_> = run.new.snapshot.config.services.values().cloned().collect();
-    let mut problems = Vec::new();
+/// Records every one of `services` as moving to its full count of the new release's instances.
+async fn all_moving(
+    run: &Run,
+    services: &[slipway_spec::resolve::ResolvedService],
+) -> Result<(), Stop> {
     run.persist(None, None, |s| {
-        for spec in &services {
+        for spec in services {
             if let Some(p) = s.services.get_mut(&spec.name) {
                 p.phase = "moving".into();
                 p.new_replicas = spec.replicas;
@@ -73,6 +71,17 @@ pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
         }
     })
     .await?;
+    Ok(())
+}
+
+/// The first release of an environment: everything starts at once, traffic goes to each web
+/// service once it is ready (or once the deploy timeout is over, so its 503s come from the
+/// proxy), and the deployment ends when every instance is ready — failed, with everything left
+/// running to look at, when some are not ready in time: there is nothing to go back to.
+pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
+    let services: Vec<_> = run.new.snapshot.config.services.values().cloned().collect();
+    let mut problems = Vec::new();
+    all_moving(run, &services).await?;
     for spec in &services {
         if let Err(e) = run
             .platform
@@ -481,15 +490,7 @@ pub(crate) async fn revert_committed(run: &Run, reason: &str) -> Result<(), Stop
 pub(crate) async fn rollback(run: &Run) -> Result<(), Stop> {
     let target = &run.new;
     let services: Vec<_> = target.snapshot.config.services.values().cloned().collect();
-    run.persist(None, None, |s| {
-        for spec in &services {
-            if let Some(p) = s.services.get_mut(&spec.name) {
-                p.phase = "moving".into();
-                p.new_replicas = spec.replicas;
-            }
-        }
-    })
-    .await?;
+    all_moving(run, &services).await?;
     let switch = |spec: slipway_spec::resolve::ResolvedService| async move {
         run.platform
             .ensure_set(
