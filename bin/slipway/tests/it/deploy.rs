@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Load, Project, recorded_processes, start_ticks, wait_for};
+use crate::support::{Load, Project, get, recorded_processes, start_ticks, wait_for};
 
 /// A project whose web service (two instances of the sample app) deploys with `strategy`.
 fn project(strategy: &str, extra: &str) -> Project {
@@ -76,14 +76,6 @@ fn deploy(project: &Project, args: &[&str]) -> (Output, Value) {
         )
     });
     (out, value)
-}
-
-fn get(url: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
 }
 
 fn events_of(project: &Project, kind: &str) -> Vec<Value> {

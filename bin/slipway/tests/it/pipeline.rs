@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Project, wait_for};
+use crate::support::{Project, get, wait_for};
 
 /// `examples/pipeline` in a temporary folder, with `edit` applied to its slipway.toml (tests
 /// shorten the watch windows and, but for the watcher's test, turn the git watcher off so their
@@ -112,14 +112,6 @@ fn step<'a>(run: &'a Value, path: &str) -> &'a Value {
                 .find(|s| s["name"] == parts[2])
         })
         .unwrap_or_else(|| panic!("no step {path} in {run:#}"))
-}
-
-fn get(url: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
 }
 
 fn web_url(project: &Project, env: &str) -> String {

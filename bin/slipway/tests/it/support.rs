@@ -497,3 +497,12 @@ impl Drop for Load {
         }
     }
 }
+
+/// GET `url` and its JSON body (the sample app's `/` reports its version and echoed variables).
+pub(crate) fn get(url: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() })
+}

@@ -326,6 +326,17 @@ pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
     let changed = run.state().services.values().any(|p| p.phase != "waiting")
         || run.state().release_command_done;
     quick_switch(run, &old).await;
+    rolling_back(run, &old, reason).await?;
+    go_back(run, &old).await?;
+    if changed {
+        end(run, status::ROLLED_BACK, Some(reason.to_string())).await
+    } else {
+        end(run, status::FAILED, Some(reason.to_string())).await
+    }
+}
+
+/// Records (and announces) that the deployment goes back to `old`, and why.
+async fn rolling_back(run: &Run, old: &Loaded, reason: &str) -> Result<(), Stop> {
     run.persist(Some(status::ROLLING_BACK), None, |s| {
         s.reason = Some(reason.to_string());
         s.paused = None;
@@ -338,12 +349,7 @@ pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
         json!({ "reason": reason, "to": old.release.id }),
     )
     .await;
-    go_back(run, &old).await?;
-    if changed {
-        end(run, status::ROLLED_BACK, Some(reason.to_string())).await
-    } else {
-        end(run, status::FAILED, Some(reason.to_string())).await
-    }
+    Ok(())
 }
 
 /// Before anything else, puts every routed service whose old set is whole and ready back on
@@ -466,17 +472,7 @@ pub(crate) async fn revert_committed(run: &Run, reason: &str) -> Result<(), Stop
     let Some(old) = run.old.clone() else {
         return end(run, status::FAILED, Some(reason.to_string())).await;
     };
-    run.persist(Some(status::ROLLING_BACK), None, |s| {
-        s.reason = Some(reason.to_string())
-    })
-    .await?;
-    run.event(
-        "deploy.rolling_back",
-        format!("rolling back to {}: {reason}", old.release.id),
-        EventLevel::Warning,
-        json!({ "reason": reason, "to": old.release.id }),
-    )
-    .await;
+    rolling_back(run, &old, reason).await?;
     go_back(run, &old).await?;
     let state = moved(run, &old, Some(&run.new), None).await?;
     run.persist(None, Some(&state), |s| s.committed = false)
