@@ -3,6 +3,7 @@
 //! the release command, one deployment at a time and its controls, workers moving with the
 //! release, retention, and `kill -9` of the control plane at many points of a canary.
 
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -774,4 +775,68 @@ fn a_sticky_canary_keeps_each_user_on_one_release_and_only_moves_them_forward() 
     let done = wait_idle(&project);
     assert_eq!(done["outcome"], "succeeded", "{done:#}");
     assert!(users.iter().take(20).all(|u| version_of(u) == "v2"));
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) && pid != std::process::id() {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_demo_deploys_a_good_canary_rolls_a_bad_one_back_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::slipway_bin())
+        .args(["--json", "demo"])
+        .current_dir(tmp.path())
+        .env("TMPDIR", tmp.path())
+        .env_remove("SLIPWAY_STATE_DIR")
+        .env_remove("SLIPWAY_ENV")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", out.status);
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(summary["v2"]["outcome"], "succeeded", "{summary:#}");
+    assert_eq!(summary["v3"]["outcome"], "rolled_back", "{summary:#}");
+    assert!(
+        summary["v3"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("error rate"),
+        "{summary:#}"
+    );
+    // The load saw v1 and then v2 answer, and hardly any of v3's errors.
+    let by = &summary["answered_by"];
+    assert!(
+        by["v1"].as_u64().unwrap() > 0 && by["v2"].as_u64().unwrap() > 0,
+        "{by}"
+    );
+    assert!(summary["requests"].as_u64().unwrap() > 1000, "{summary:#}");
+    assert!(
+        summary["failed_share"].as_f64().unwrap() < 0.005,
+        "{summary:#}"
+    );
+    // Its folder is gone and nothing it started is left running.
+    let project = summary["project"].as_str().unwrap();
+    assert!(!Path::new(project).exists(), "{project} is left behind");
+    let left = processes_mentioning(project);
+    assert!(left.is_empty(), "left running: {left:?}");
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slipway_api::ApplyResult;
+use slipway_api::state_dir::StateDir;
 use slipway_server::{DaemonError, DaemonOptions};
 
 use super::project::load;
@@ -276,27 +277,43 @@ pub(crate) fn alive(pid: u32) -> bool {
 }
 
 pub(crate) async fn down(ctx: &Context) -> Result<u8, CliError> {
-    let info = ctx
-        .state
+    match stop(&ctx.state).await? {
+        Stopped::NotRunning => report_down(ctx, "not running", None),
+        Stopped::Stale(pid) => report_down(
+            ctx,
+            "not running (it had stopped without cleaning up)",
+            Some(pid),
+        ),
+        Stopped::Stopped(pid) => report_down(ctx, "stopped", Some(pid)),
+    }
+    Ok(0)
+}
+
+/// What [`stop`] found.
+pub(crate) enum Stopped {
+    NotRunning,
+    /// Its file named a process that was gone.
+    Stale(u32),
+    Stopped(u32),
+}
+
+/// Stops the control plane of `state` with its workloads, and waits until its process is gone
+/// (it stops the instances first, so they are gone too).
+pub(crate) async fn stop(state: &StateDir) -> Result<Stopped, CliError> {
+    let info = state
         .daemon_info()
         .map_err(|e| CliError::from_error("cannot read the daemon file", &e))?;
     let Some(info) = info else {
-        report_down(ctx, "not running", None);
-        return Ok(0);
+        return Ok(Stopped::NotRunning);
     };
-    match Client::connect(&ctx.state).await {
+    match Client::connect(state).await {
         Ok(client) => client.post_empty("/v1/shutdown?workloads=stop").await?,
         Err(e) => {
             if alive(info.pid) {
                 return Err(e);
             }
-            ctx.state.remove_daemon_info();
-            report_down(
-                ctx,
-                "not running (it had stopped without cleaning up)",
-                Some(info.pid),
-            );
-            return Ok(0);
+            state.remove_daemon_info();
+            return Ok(Stopped::Stale(info.pid));
         }
     }
     let started = Instant::now();
@@ -309,14 +326,13 @@ pub(crate) async fn down(ctx: &Context) -> Result<u8, CliError> {
             ))
             .hint(format!(
                 "see {}; `kill {}` stops it",
-                ctx.state.log_file().display(),
+                state.log_file().display(),
                 info.pid
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    report_down(ctx, "stopped", Some(info.pid));
-    Ok(0)
+    Ok(Stopped::Stopped(info.pid))
 }
 
 fn report_down(ctx: &Context, status: &str, pid: Option<u32>) {

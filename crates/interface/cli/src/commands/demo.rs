@@ -77,7 +77,11 @@ pub(crate) async fn demo(ctx: &Context, keep: bool) -> Result<u8, CliError> {
     );
     super::daemon::start_detached(&demo, "127.0.0.1:0".parse().ok(), "local").await?;
     let client = Client::connect(&demo.state).await?;
-    let result = tour(ctx, &client, &dir, &file).await;
+    // Ctrl-C ends the tour but not the clean-up: nothing is left running in a temporary folder.
+    let result = tokio::select! {
+        r = tour(ctx, &client, &dir, &file) => r,
+        _ = tokio::signal::ctrl_c() => Err(CliError::new("the demo was interrupted")),
+    };
     if keep && result.is_ok() {
         let kept = dir.keep();
         if !ctx.json {
@@ -87,8 +91,7 @@ pub(crate) async fn demo(ctx: &Context, keep: bool) -> Result<u8, CliError> {
             );
         }
     } else {
-        client.post_empty("/v1/shutdown?workloads=stop").await?;
-        wait_gone(&demo).await;
+        super::daemon::stop(&demo.state).await?;
         if !ctx.json {
             println!(
                 "\nthe demo's control plane and instances are stopped; `slipway demo --keep` leaves them running"
@@ -248,11 +251,4 @@ fn start_load(
             let _ = w.await;
         }
     })
-}
-
-async fn wait_gone(demo: &Context) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Client::running(&demo.state).await.is_some() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
