@@ -284,7 +284,7 @@ pub(crate) async fn down(ctx: &Context) -> Result<u8, CliError> {
             "not running (it had stopped without cleaning up)",
             Some(pid),
         ),
-        Stopped::Stopped(pid) => report_down(ctx, "stopped", Some(pid)),
+        Stopped::Now(pid) => report_down(ctx, "stopped", Some(pid)),
     }
     Ok(0)
 }
@@ -294,7 +294,8 @@ pub(crate) enum Stopped {
     NotRunning,
     /// Its file named a process that was gone.
     Stale(u32),
-    Stopped(u32),
+    /// It ran and is gone now.
+    Now(u32),
 }
 
 /// Stops the control plane of `state` with its workloads, and waits until its process is gone
@@ -332,7 +333,7 @@ pub(crate) async fn stop(state: &StateDir) -> Result<Stopped, CliError> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Stopped::Stopped(info.pid))
+    Ok(Stopped::Now(info.pid))
 }
 
 fn report_down(ctx: &Context, status: &str, pid: Option<u32>) {
