@@ -184,7 +184,8 @@ async fn follow(client: &Client, id: i64, quiet: bool) -> Result<RunView, CliErr
     loop {
         let run: RunView = client.get(&format!("/v1/runs/{id}")).await?;
         let mut lines = Vec::new();
-        if run.status != last_status {
+        // The end is summed up by the caller, after the last steps' lines.
+        if run.status != last_status && run.outcome.is_none() {
             lines.push(format!(
                 "run {} {} ({} at {})",
                 run.run,
