@@ -436,6 +436,27 @@ fn one_deployment_at_a_time_and_pause_promote_abort_do_what_they_say() {
         "{done:#}"
     );
     assert_eq!(get(&url)["version"], "v2");
+    // Traffic went back right after the abort, long before the deploy's end was written.
+    let reverted = done["reverted_in_ms"].as_u64().expect("timed");
+    assert!(reverted < 1000, "{done:#}");
+
+    // `rollback` during a deploy rolls that deploy back, and times the way back, not the deploy.
+    let (_, d) = deploy(&project, &["--no-wait", "--set", "SAMPLE_VERSION=v4"]);
+    wait_for(
+        "the pause step a third time",
+        Duration::from_secs(20),
+        || {
+            let d = project.json(&["deployments", "--limit", "1"])[0].clone();
+            (d["status"] == "paused").then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // so the deploy's own age is over 1 s
+    let back = project.json(&["rollback"]);
+    assert_eq!(back["outcome"], "succeeded", "{back:#}");
+    assert_eq!(back["deployment"], d["deployment"], "{back:#}");
+    assert_eq!(back["to_release"], done["from_release"], "{back:#}");
+    assert!(back["duration_ms"].as_u64().unwrap() < 1000, "{back:#}");
+    assert_eq!(get(&url)["version"], "v2");
     let audit = project.ok(&["audit"]);
     assert!(audit.contains("/abort"), "{audit}");
     // Nothing to control now.

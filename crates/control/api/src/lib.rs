@@ -405,6 +405,10 @@ pub struct DeploymentView {
     pub duration_ms: u64,
     /// Start to all traffic on the new release, in milliseconds.
     pub switched_ms: Option<u64>,
+    /// From the decision to go back (an abort, a failed analysis) to all traffic on the old
+    /// release again, in milliseconds, when it went back before its commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_in_ms: Option<u64>,
     /// The post-deploy watch ends then.
     pub watch_until: Option<jiff::Timestamp>,
     /// Per service.

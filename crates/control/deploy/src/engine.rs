@@ -490,6 +490,8 @@ impl Engine {
                 }
                 Action::Abort { reason } => {
                     c.abort = Some(format!("aborted by {actor}: {reason}"));
+                    c.abort_at_ms
+                        .get_or_insert(jiff::Timestamp::now().as_millisecond());
                 }
             });
             *id

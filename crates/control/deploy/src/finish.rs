@@ -325,8 +325,13 @@ pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
     // nothing, rather than rolled back.
     let changed = run.state().services.values().any(|p| p.phase != "waiting")
         || run.state().release_command_done;
-    quick_switch(run, &old).await;
-    rolling_back(run, &old, reason).await?;
+    let decided = run.controls.borrow().abort_at_ms.unwrap_or_else(now_ms);
+    // Timed only when this is the whole way back (a rolling deploy's old set has to grow
+    // first, which `go_back` does).
+    let reverted_in_ms = quick_switch(run, &old)
+        .await
+        .then(|| u64::try_from(now_ms() - decided).unwrap_or(0));
+    rolling_back(run, &old, reason, reverted_in_ms).await?;
     go_back(run, &old).await?;
     if changed {
         end(run, status::ROLLED_BACK, Some(reason.to_string())).await
@@ -336,10 +341,16 @@ pub(crate) async fn revert(run: &Run, reason: &str) -> Result<(), Stop> {
 }
 
 /// Records (and announces) that the deployment goes back to `old`, and why.
-async fn rolling_back(run: &Run, old: &Loaded, reason: &str) -> Result<(), Stop> {
+async fn rolling_back(
+    run: &Run,
+    old: &Loaded,
+    reason: &str,
+    reverted_in_ms: Option<u64>,
+) -> Result<(), Stop> {
     run.persist(Some(status::ROLLING_BACK), None, |s| {
         s.reason = Some(reason.to_string());
         s.paused = None;
+        s.reverted_in_ms = reverted_in_ms;
     })
     .await?;
     run.event(
@@ -355,25 +366,34 @@ async fn rolling_back(run: &Run, old: &Loaded, reason: &str) -> Result<(), Stop>
 /// Before anything else, puts every routed service whose old set is whole and ready back on
 /// it. Unlike every other step this acts before it is written down: it moves traffic to the
 /// release the environment is committed to, which is what recovery would do anyway, and each
-/// millisecond earlier is fewer users seeing a bad release's errors.
-async fn quick_switch(run: &Run, old: &Loaded) {
+/// millisecond earlier is fewer users seeing a bad release's errors. Whether every routed
+/// service is back.
+async fn quick_switch(run: &Run, old: &Loaded) -> bool {
     let sets = run.platform.sets(&run.environment).await;
+    let mut all = true;
     for (name, spec) in &old.snapshot.config.services {
+        if !routed(spec) {
+            continue;
+        }
         let whole = sets
             .iter()
             .find(|s| &s.service == name && s.release == old.release.id)
             .is_some_and(|s| s.ready >= spec.replicas);
-        if routed(spec) && whole {
-            let plan = ServiceTraffic::stable(&old.release.id, spec);
-            if let Err(e) = run
-                .platform
-                .set_traffic(&run.environment, name, Some(plan))
-                .await
-            {
-                tracing::warn!(service = %name, error = %e, "cannot move traffic back yet");
-            }
+        if !whole {
+            all = false;
+            continue;
+        }
+        let plan = ServiceTraffic::stable(&old.release.id, spec);
+        if let Err(e) = run
+            .platform
+            .set_traffic(&run.environment, name, Some(plan))
+            .await
+        {
+            tracing::warn!(service = %name, error = %e, "cannot move traffic back yet");
+            all = false;
         }
     }
+    all
 }
 
 /// Brings every service back to `old`, then removes the new release's sets.
@@ -472,7 +492,7 @@ pub(crate) async fn revert_committed(run: &Run, reason: &str) -> Result<(), Stop
     let Some(old) = run.old.clone() else {
         return end(run, status::FAILED, Some(reason.to_string())).await;
     };
-    rolling_back(run, &old, reason).await?;
+    rolling_back(run, &old, reason, None).await?;
     go_back(run, &old).await?;
     let state = moved(run, &old, Some(&run.new), None).await?;
     run.persist(None, Some(&state), |s| s.committed = false)

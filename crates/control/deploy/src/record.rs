@@ -69,6 +69,10 @@ pub struct DeploymentState {
     pub baseline: IndexMap<String, BaselineStats>,
     /// Why it is rolling back or failed.
     pub reason: Option<String>,
+    /// Milliseconds from the decision to go back (an abort asked for, a failed analysis) to
+    /// the old release having the traffic again, when it went back before the commit.
+    #[serde(default)]
+    pub reverted_in_ms: Option<u64>,
     /// The last analysis of each service.
     pub analysis: IndexMap<String, Judgement>,
     /// Smoke checks the new release must pass on the preview route before it gets traffic.

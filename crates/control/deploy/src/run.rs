@@ -60,6 +60,8 @@ pub(crate) struct Controls {
     pub(crate) full: bool,
     /// `slipway abort`, with its reason.
     pub(crate) abort: Option<String>,
+    /// When the abort was asked for (Unix milliseconds).
+    pub(crate) abort_at_ms: Option<i64>,
 }
 
 /// Why a deployment stopped moving forward.

@@ -169,6 +169,7 @@ pub(crate) async fn view(app: &AppState, d: &DeploymentRecord) -> DeploymentView
         switched_ms: state
             .switched_ms
             .map(|s| u64::try_from(s - d.started.as_millisecond()).unwrap_or(0)),
+        reverted_in_ms: state.reverted_in_ms,
         watch_until: state
             .watch_until_ms
             .and_then(|w| jiff::Timestamp::from_millisecond(w).ok()),

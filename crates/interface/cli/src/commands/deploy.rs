@@ -395,7 +395,13 @@ pub(crate) async fn rollback(
             }),
         )
     };
-    let duration_ms = done.switched_ms.unwrap_or(done.duration_ms);
+    // The time to all traffic on the release it goes back to: a rollback's switch, or for an
+    // aborted deploy, the abort to traffic back (not the deploy's whole life).
+    let duration_ms = if done.kind == "rollback" {
+        done.switched_ms.unwrap_or(done.duration_ms)
+    } else {
+        done.reverted_in_ms.unwrap_or(done.duration_ms)
+    };
     if ctx.json {
         output::json(&json!({
             "outcome": outcome, "to_release": to_release, "from_release": if done.kind == "rollback" { done.from_release.clone() } else { Some(done.release.clone()) },
