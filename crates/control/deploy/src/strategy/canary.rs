@@ -247,16 +247,17 @@ async fn bake(
             extended = true;
             let requests = in_step_c.requests();
             let why = format!(
-                "{name}: step {} ({}%) extended: analysis inconclusive, only {requests} request(s) reached {} ({} needed per interval)",
+                "step {} ({}%) extended: analysis inconclusive, only {requests} request(s) reached {} ({} needed per interval); it waits up to {}s for traffic, `slipway promote` goes on without it",
                 index + 1,
                 step.weight,
                 run.new.release.id,
-                a.min_requests
+                a.min_requests,
+                give_up.as_secs()
             );
             run.progress(name, |p| p.detail = why.clone()).await?;
             run.info(
                 "deploy.extended",
-                why,
+                format!("{name}: {why}"),
                 about(name, json!({ "step": index, "requests": requests })),
             )
             .await;
