@@ -209,7 +209,9 @@ pub async fn run(
                 _ = tokio::time::sleep(backoff) => {}
                 _ = cancel.cancelled() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            // Doubling up to 10s, or not at all from a first wait of 10s or more (seed 004's
+            // "30 × 10s" health-check loop is `attempts = 30, backoff = "10s"`).
+            backoff = (backoff * 2).min(plan.backoff.max(Duration::from_secs(10)));
         }
         let ok = result.ok;
         results.push(result);

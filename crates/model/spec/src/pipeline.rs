@@ -25,7 +25,7 @@ pub struct SmokeWith {
     pub checks: Vec<SmokeCheck>,
     /// Attempts of each check before it fails (default 5).
     pub attempts: Option<u32>,
-    /// First wait between attempts, doubling up to 10s (default 500ms).
+    /// First wait between attempts, doubling up to 10s (default 500ms); 10s or more stays as is.
     pub backoff: Option<Duration>,
     /// Longest all checks may take together (default 90s).
     pub timeout: Option<Duration>,
