@@ -218,7 +218,7 @@ pub(crate) async fn execute(
         src: run_dir.join("src"),
         log: RunLog::new(&run_dir.join("run.log")),
         run_dir,
-        state: Mutex::new(serde_json::from_value(record.state.clone()).unwrap_or_default()),
+        state: Mutex::new(RunState::of(&record)),
         status: Mutex::new(status::RUNNING.into()),
         cancel,
         approvals: Mutex::new(approvals),
@@ -278,7 +278,12 @@ pub(crate) async fn execute(
 
 /// The checkout, the project file at that commit, and the stages planned.
 async fn prepare(exec: &Arc<Exec>) -> Result<(), String> {
-    let (repo, relative) = exec.pipelines.source().await.map_err(|e| e.to_string())?;
+    let daemon_project = slipway_spec::load(&exec.pipelines.inner.options.project_file).ok();
+    let (repo, relative) = exec
+        .pipelines
+        .source(daemon_project.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&exec.src);
     if let Some(parent) = exec.src.parent() {
         std::fs::create_dir_all(parent)

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use slipway_deploy::Engine;
 use slipway_deploy::platform::Platform;
+use slipway_spec::Project;
 use slipway_spec::model::RunConcurrency;
 use slipway_spec::pipeline::{Action, ResolvedJob, ResolvedPipeline};
 use slipway_store::{
@@ -147,17 +148,18 @@ impl Pipelines {
         Ok((top, relative))
     }
 
-    /// The repository runs come from (the watched one, else the project's own) and the project
-    /// file's path inside a checkout of it.
-    pub(crate) async fn source(&self) -> Result<(Repo, PathBuf), PipelineError> {
+    /// The repository runs come from (the one `project`, the daemon's project file as loaded,
+    /// watches, else the project's own) and the project file's path inside a checkout of it.
+    pub(crate) async fn source(
+        &self,
+        project: Option<&Project>,
+    ) -> Result<(Repo, PathBuf), PipelineError> {
         let (top, relative) = self.repository().await?;
-        let watched = slipway_spec::load(&self.inner.options.project_file)
-            .ok()
-            .and_then(|p| {
-                slipway_spec::pipeline::resolve(&p.config)
-                    .watch
-                    .map(|(location, _)| Repo::new(&location, &p.dir))
-            });
+        let watched = project.and_then(|p| {
+            slipway_spec::pipeline::resolve(&p.config)
+                .watch
+                .map(|(location, _)| Repo::new(&location, &p.dir))
+        });
         let repo = watched.unwrap_or_else(|| Repo::new(&top.display().to_string(), &top));
         Ok((repo, relative))
     }
@@ -187,7 +189,7 @@ impl Pipelines {
             .resolve(&req.environment)
             .map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let pipeline = slipway_spec::pipeline::resolve(&project.config);
-        let (repo, _) = self.source().await?;
+        let (repo, _) = self.source(Some(&project)).await?;
         let git_ref = req
             .git_ref
             .clone()
@@ -254,7 +256,7 @@ impl Pipelines {
         .await;
         crate::webhook::post(&self.inner, &pipeline, &record).await;
         if pipeline.concurrency == RunConcurrency::Supersede {
-            self.supersede(&req.environment, record.id).await;
+            self.supersede(&req.environment, record.id, &pipeline).await;
         }
         lock(&self.inner.queues)
             .entry(req.environment.clone())
@@ -265,18 +267,26 @@ impl Pipelines {
     }
 
     /// Cancels the runs of `environment` that are queued or going, for run `by`.
-    async fn supersede(&self, environment: &str, by: i64) {
+    async fn supersede(&self, environment: &str, by: i64, pipeline: &ResolvedPipeline) {
         let queued: Vec<i64> = lock(&self.inner.queues)
             .get_mut(environment)
             .map(|q| q.drain(..).collect())
             .unwrap_or_default();
         for id in queued {
+            let Ok(record) = self.record(id).await else {
+                continue;
+            };
+            let mut state = RunState::of(&record);
+            state.superseded_by = Some(by);
+            let reason = format!("superseded by run {by}");
             let _ = self
-                .finish_queued(
-                    id,
+                .end_idle(
+                    &record,
+                    &state,
                     status::CANCELLED,
-                    &format!("superseded by run {by}"),
-                    Some(by),
+                    &reason,
+                    None,
+                    Some(pipeline),
                 )
                 .await;
         }
@@ -285,23 +295,11 @@ impl Pipelines {
         }
     }
 
-    async fn finish_queued(
-        &self,
-        id: i64,
-        final_status: &str,
-        reason: &str,
-        superseded_by: Option<i64>,
-    ) -> Result<RunRecord, PipelineError> {
-        let record = self
-            .inner
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))?;
-        let mut state: RunState = serde_json::from_value(record.state.clone()).unwrap_or_default();
-        state.superseded_by = superseded_by;
-        self.end_idle(&record, &state, final_status, reason, None)
-            .await
+    /// The pipeline of the daemon's project file as it is now, if it loads.
+    fn current_pipeline(&self) -> Option<ResolvedPipeline> {
+        slipway_spec::load(&self.inner.options.project_file)
+            .ok()
+            .map(|p| slipway_spec::pipeline::resolve(&p.config))
     }
 
     /// Ends a run that no task executes (queued, or going when the control plane stopped):
@@ -314,6 +312,7 @@ impl Pipelines {
         final_status: &str,
         reason: &str,
         failed_step: Option<String>,
+        pipeline: Option<&ResolvedPipeline>,
     ) -> Result<RunRecord, PipelineError> {
         let id = record.id;
         let updated = self
@@ -346,9 +345,8 @@ impl Pipelines {
             .subject(format!("run-{id}")),
         )
         .await;
-        if let Ok(project) = slipway_spec::load(&self.inner.options.project_file) {
-            let pipeline = slipway_spec::pipeline::resolve(&project.config);
-            crate::webhook::post(&self.inner, &pipeline, &updated).await;
+        if let Some(pipeline) = pipeline {
+            crate::webhook::post(&self.inner, pipeline, &updated).await;
         }
         Ok(updated)
     }
@@ -428,14 +426,18 @@ impl Pipelines {
         }
     }
 
-    /// Cancels a run (queued or going).
-    pub async fn cancel(&self, id: i64, actor: &str) -> Result<RunRecord, PipelineError> {
-        let record = self
-            .inner
+    /// The stored run `id`, or a not-found error naming it.
+    async fn record(&self, id: i64) -> Result<RunRecord, PipelineError> {
+        self.inner
             .store
             .run(id)
             .await?
-            .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))?;
+            .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))
+    }
+
+    /// Cancels a run (queued or going).
+    pub async fn cancel(&self, id: i64, actor: &str) -> Result<RunRecord, PipelineError> {
+        let record = self.record(id).await?;
         if status::is_final(&record.status) {
             return Err(PipelineError::Conflict(format!(
                 "run {id} already ended ({})",
@@ -451,12 +453,16 @@ impl Pipelines {
             })
             .unwrap_or(false);
         if was_queued {
+            let reason = format!("cancelled by {actor}");
+            let pipeline = self.current_pipeline();
             return self
-                .finish_queued(
-                    id,
+                .end_idle(
+                    &record,
+                    &RunState::of(&record),
                     status::CANCELLED,
-                    &format!("cancelled by {actor}"),
+                    &reason,
                     None,
+                    pipeline.as_ref(),
                 )
                 .await;
         }
@@ -476,12 +482,7 @@ impl Pipelines {
     /// Approves a run waiting at an `approve` step (or a `deploy` to an environment with
     /// `approval = "manual"`).
     pub async fn approve(&self, id: i64, actor: &str) -> Result<RunRecord, PipelineError> {
-        let record = self
-            .inner
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))?;
+        let record = self.record(id).await?;
         if record.status != status::WAITING {
             return Err(PipelineError::Conflict(format!(
                 "run {id} is not waiting for an approval (it is {})",
@@ -509,12 +510,7 @@ impl Pipelines {
 
     /// Starts a new run of the same environment and commit.
     pub async fn rerun(&self, id: i64, actor: &str) -> Result<RunRecord, PipelineError> {
-        let record = self
-            .inner
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))?;
+        let record = self.record(id).await?;
         self.start(RunRequest {
             environment: record.environment,
             git_ref: Some(record.git_ref),
@@ -528,12 +524,7 @@ impl Pipelines {
     /// Waits until a run has ended.
     pub async fn wait(&self, id: i64) -> Result<RunRecord, PipelineError> {
         loop {
-            let r = self
-                .inner
-                .store
-                .run(id)
-                .await?
-                .ok_or_else(|| PipelineError::NotFound(format!("no run {id}")))?;
+            let r = self.record(id).await?;
             if status::is_final(&r.status) {
                 return Ok(r);
             }
@@ -557,12 +548,13 @@ impl Pipelines {
             })
             .await?;
         let mut queued: Vec<&RunRecord> = Vec::new();
+        let pipeline = self.current_pipeline();
         for r in &open {
             if r.status == status::QUEUED {
                 queued.push(r);
                 continue;
             }
-            let mut state: RunState = serde_json::from_value(r.state.clone()).unwrap_or_default();
+            let mut state = RunState::of(r);
             let step = state.interrupt();
             let reason = format!(
                 "interrupted by a control-plane restart{}",
@@ -570,7 +562,7 @@ impl Pipelines {
                     .map(|s| format!(" during {s}"))
                     .unwrap_or_default()
             );
-            self.end_idle(r, &state, status::FAILED, &reason, step)
+            self.end_idle(r, &state, status::FAILED, &reason, step, pipeline.as_ref())
                 .await?;
         }
         queued.sort_by_key(|r| r.id);

@@ -125,6 +125,11 @@ impl StepState {
 }
 
 impl RunState {
+    /// The state a stored run carries (empty when it has none or cannot be read).
+    pub fn of(record: &slipway_store::RunRecord) -> Self {
+        serde_json::from_value(record.state.clone()).unwrap_or_default()
+    }
+
     /// Marks every step and job that was going as interrupted, and returns the first of them as
     /// `stage/job/step`.
     pub fn interrupt(&mut self) -> Option<String> {

@@ -14,7 +14,7 @@ use crate::state::{RunState, status};
 
 /// The body of a report.
 pub fn payload(format: WebhookFormat, run: &RunRecord) -> serde_json::Value {
-    let state: RunState = serde_json::from_value(run.state.clone()).unwrap_or_default();
+    let state = RunState::of(run);
     match format {
         WebhookFormat::Slipway => json!({
             "run": run.id,

@@ -45,7 +45,7 @@ impl From<PipelineError> for ApiError {
 
 /// The wire view of a run.
 pub(crate) fn view(r: &RunRecord) -> RunView {
-    let state: RunState = serde_json::from_value(r.state.clone()).unwrap_or_default();
+    let state = RunState::of(r);
     let now = jiff::Timestamp::now().as_millisecond();
     let ms =
         |a: Option<i64>, b: Option<i64>| a.and_then(|a| u64::try_from(b.unwrap_or(now) - a).ok());
