@@ -38,6 +38,13 @@ async fn state_survives_reopening_and_migrations_apply_twice() {
     assert_eq!(again.integrity_check().await.unwrap(), "ok");
 }
 
+/// A plain connection to the database file, past the store, as a user with `sqlite3` would have.
+async fn raw(path: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn logs_are_append_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,9 +65,7 @@ async fn logs_are_append_only() {
         .await
         .unwrap();
     store.close().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
+    let pool = raw(&path).await;
     for sql in [
         "UPDATE events SET message = 'x'",
         "DELETE FROM events",
@@ -75,10 +80,7 @@ async fn logs_are_append_only() {
 #[tokio::test]
 async fn the_database_is_in_wal_mode() {
     let (_store, dir) = store().await;
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite:{}", dir.path().join("state.db").display()))
-            .await
-            .unwrap();
+    let pool = raw(&dir.path().join("state.db")).await;
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
         .await
@@ -101,9 +103,7 @@ async fn a_release_cannot_be_rewritten_or_deleted_only_flagged() {
         .await
         .unwrap();
     store.close().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
+    let pool = raw(&path).await;
     for sql in [
         "UPDATE releases SET snapshot = '{}'",
         "UPDATE releases SET version = 'x'",
