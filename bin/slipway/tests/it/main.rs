@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod deploy;
 mod driver;
+mod examples;
 mod pipeline;
 mod proxy;
 mod runtime;

@@ -65,11 +65,14 @@ impl Project {
         Project { dir }
     }
 
-    /// A copy of `examples/quickstart`.
+    /// A copy of `examples/quickstart` as it is in the repository, but for its fixed ports
+    /// (public ports and the control plane's), which become `0` so tests can run side by side.
     pub(crate) fn quickstart() -> Self {
         let source =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/slipway.toml");
-        Project::new(&std::fs::read_to_string(source).expect("quickstart exists"))
+        Project::new(&free_ports(
+            &std::fs::read_to_string(source).expect("quickstart exists"),
+        ))
     }
 
     pub(crate) fn file(&self) -> PathBuf {
@@ -167,6 +170,29 @@ impl Project {
         daemon.info = Some(info);
         daemon
     }
+}
+
+/// A project file with every fixed port (`port = N`, `listen = "…:N"`) turned into `0`.
+pub(crate) fn free_ports(toml: &str) -> String {
+    toml.lines()
+        .map(|line| {
+            let t = line.trim_start();
+            if t.starts_with("port = ")
+                && t["port = ".len()..].starts_with(|c: char| c.is_ascii_digit())
+            {
+                let rest: String = t["port = ".len()..]
+                    .chars()
+                    .skip_while(char::is_ascii_digit)
+                    .collect();
+                format!("port = 0{rest}")
+            } else if t.starts_with("listen = ") {
+                "listen = \"127.0.0.1:0\"".to_string()
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn fastrand_suffix() -> u64 {

@@ -115,6 +115,24 @@ pub struct ServiceStatus {
     /// Recent runs, newest last (cron services).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<CronRun>,
+    /// Each release's instances, wanted and ready: one set normally; two during a deploy, or
+    /// while an old release stays warm (a standby, the post-deploy watch).
+    #[serde(default)]
+    pub sets: Vec<SetReadiness>,
+}
+
+/// One release's set of instances of a service, in [`ServiceStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SetReadiness {
+    /// Release.
+    pub release: String,
+    /// Instances it should have.
+    pub replicas: u32,
+    /// Instances running, healthy and not retiring.
+    pub ready: u32,
+    /// `current` (the environment's release), `new` (being deployed), `standby` (kept warm for
+    /// an instant rollback), or `previous` (kept while the new one is watched, or going away).
+    pub role: String,
 }
 
 /// One run of a cron service.
@@ -436,6 +454,9 @@ pub struct ServiceProgressView {
     pub detail: String,
     /// The last analysis.
     pub analysis: Option<AnalysisView>,
+    /// The last lines the new release's instances wrote, when they could not start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
 }
 
 /// An analysis of the new release against the old.

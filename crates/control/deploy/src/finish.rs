@@ -101,11 +101,13 @@ pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
         commit(run).await?;
     }
     for spec in &services {
+        let mut ready = true;
         if spec.kind != ServiceKind::Cron
             && let Err(Stop::Failed(why)) =
                 run.wait_ready(&run.new, &spec.name, spec.replicas).await
         {
             problems.push(why);
+            ready = false;
         }
         if routed(spec) {
             run.route(
@@ -117,7 +119,11 @@ pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
         run.progress(&spec.name, |p| {
             p.phase = "done".into();
             p.new_replicas = spec.replicas;
-            p.detail = format!("all on {}", run.new.release.id);
+            p.detail = if ready {
+                format!("all on {}", run.new.release.id)
+            } else {
+                format!("{} is not ready", run.new.release.id)
+            };
         })
         .await?;
     }

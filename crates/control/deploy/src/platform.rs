@@ -134,6 +134,15 @@ pub trait Platform: Send + Sync + 'static {
 
     /// Where the proxy serves a service.
     async fn public_address(&self, environment: &str, service: &str) -> Option<String>;
+
+    /// The last lines a set's instances wrote (for a set that cannot start).
+    async fn recent_output(
+        &self,
+        environment: &str,
+        service: &str,
+        release: &str,
+        lines: usize,
+    ) -> Vec<String>;
 }
 
 /// Which pool a stat is about.

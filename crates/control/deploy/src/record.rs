@@ -102,6 +102,9 @@ pub struct ServiceProgress {
     pub traffic: Option<ServiceTraffic>,
     /// One line for people.
     pub detail: String,
+    /// The last lines the new release's instances wrote, when they could not start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
 }
 
 impl ServiceProgress {
@@ -116,6 +119,7 @@ impl ServiceProgress {
             old_replicas,
             traffic: None,
             detail: "waiting".into(),
+            output: Vec::new(),
         }
     }
 }

@@ -216,7 +216,8 @@ impl Run {
     }
 
     /// Makes the set of `service` at `release` have `replicas` instances and waits until that
-    /// many are ready, up to the deploy timeout.
+    /// many are ready, up to the deploy timeout. A cron service has no instances to wait for:
+    /// its scheduler runs once the set exists.
     pub(crate) async fn bring_up(
         &self,
         side: &Loaded,
@@ -228,6 +229,12 @@ impl Run {
             .ensure_set(&side.snapshot.config, &side.release, service, replicas)
             .await
             .map_err(|e| Stop::Failed(format!("{service} {}: {e}", side.release.id)))?;
+        if side
+            .service(service)
+            .is_some_and(|s| s.kind == slipway_spec::model::ServiceKind::Cron)
+        {
+            return Ok(());
+        }
         self.wait_ready(side, service, replicas).await
     }
 
@@ -252,6 +259,11 @@ impl Run {
                 if set.ready >= replicas {
                     return Ok(());
                 }
+                // Restarts piling up (or a policy that gave up) will not end in a ready set:
+                // say so now, with what the instances said, rather than at the timeout.
+                if matches!(set.state.as_str(), "crashlooping" | "failed") {
+                    return Err(self.cannot_start(side, service, set).await);
+                }
             }
             if Instant::now() >= deadline {
                 let (ready, last) = set.map_or((0, None), |s| {
@@ -272,6 +284,38 @@ impl Run {
             }
             self.sleep(POLL).await?;
         }
+    }
+
+    /// Why a set will not become ready, with the last lines its instances wrote (kept in the
+    /// service's progress for the CLI to show).
+    async fn cannot_start(
+        &self,
+        side: &Loaded,
+        service: &str,
+        set: &slipway_runtime::supervisor::SetStatus,
+    ) -> Stop {
+        let output = self
+            .platform
+            .recent_output(&self.environment, service, &side.release.id, 10)
+            .await;
+        let last = output
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!("; it printed: {}", l.trim()))
+            .unwrap_or_default();
+        let what = if set.state == "failed" {
+            "gave up restarting"
+        } else {
+            "is crash-looping"
+        };
+        let why = format!(
+            "{service} {} {what} ({}){last}",
+            side.release.id,
+            set.last_exit.as_deref().unwrap_or("no exit recorded"),
+        );
+        let _ = self.progress(service, |p| p.output = output).await;
+        Stop::Failed(why)
     }
 
     /// Records and applies a traffic plan.

@@ -130,24 +130,47 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .ensure_token(&new_token()?)
         .map_err(DaemonError::StateDir)?;
 
-    let listen = match options.listen {
-        Some(addr) => addr,
-        None => {
-            let text = project
-                .config
-                .control
-                .listen
-                .clone()
-                .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-            text.parse().map_err(|_| DaemonError::BadListen(text))?
+    // An address someone chose must be free; the default only should be: a second project
+    // on the machine (following the examples one after the other, say) gets another port, and
+    // its CLI finds it through `daemon.json` as always.
+    let (listen, chosen) = match options.listen {
+        Some(addr) => (addr, true),
+        None => match project.config.control.listen.clone() {
+            Some(text) => (
+                text.parse().map_err(|_| DaemonError::BadListen(text))?,
+                true,
+            ),
+            None => (
+                DEFAULT_LISTEN
+                    .parse()
+                    .map_err(|_| DaemonError::BadListen(DEFAULT_LISTEN.into()))?,
+                false,
+            ),
+        },
+    };
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) if !chosen && e.kind() == std::io::ErrorKind::AddrInUse => {
+            let any = SocketAddr::new(listen.ip(), 0);
+            let l = TcpListener::bind(any)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: any.to_string(),
+                    source,
+                })?;
+            tracing::warn!(
+                default = %listen,
+                "the default API address is in use (another project's control plane?); listening on a free port instead (`[control] listen` fixes one)"
+            );
+            l
+        }
+        Err(source) => {
+            return Err(DaemonError::Listen {
+                addr: listen.to_string(),
+                source,
+            });
         }
     };
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: listen.to_string(),
-            source,
-        })?;
     let bound = listener
         .local_addr()
         .map_err(|source| DaemonError::Listen {

@@ -341,6 +341,19 @@ impl Platform for Workloads {
     async fn public_address(&self, environment: &str, service: &str) -> Option<String> {
         Some(self.route(environment, service)?.listen)
     }
+
+    async fn recent_output(
+        &self,
+        environment: &str,
+        service: &str,
+        release: &str,
+        lines: usize,
+    ) -> Vec<String> {
+        match self.existing_runtime(environment).await {
+            Some(r) => r.recent_output(service, release, lines).await,
+            None => Vec::new(),
+        }
+    }
 }
 
 fn to_api(s: slipway_runtime::ServiceStatus, route: Option<slipway_proxy::Route>) -> ServiceStatus {
@@ -361,7 +374,7 @@ fn to_api(s: slipway_runtime::ServiceStatus, route: Option<slipway_proxy::Route>
             .into_iter()
             .map(|i| InstanceStatus {
                 id: i.id,
-                pid: Some(i.pid),
+                pid: i.pid,
                 release: i.release,
                 state: i.state,
                 health: i.health,
@@ -396,6 +409,16 @@ fn to_api(s: slipway_runtime::ServiceStatus, route: Option<slipway_proxy::Route>
             })
             .unwrap_or_default(),
         next_run: s.next_run,
+        sets: s
+            .sets
+            .into_iter()
+            .map(|x| slipway_api::SetReadiness {
+                release: x.release,
+                replicas: x.replicas,
+                ready: x.ready,
+                role: String::new(),
+            })
+            .collect(),
         runs: s
             .runs
             .into_iter()

@@ -436,6 +436,22 @@ pub struct Analysis {
     pub judge: Option<bool>,
     /// After reaching 100%, keep watching for this long and roll back on a breach (default 0s).
     pub watch: Option<Duration>,
+    /// What a canary step does when the service gets no request at all while it bakes, so
+    /// there is nothing to compare and no user to protect: `continue` (default: the next step,
+    /// said in an event) or `wait` (extend it, then pause for `slipway promote`, as with too
+    /// little traffic).
+    pub idle: Option<IdlePolicy>,
+}
+
+/// See [`Analysis::idle`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdlePolicy {
+    /// Go on to the next step.
+    #[default]
+    Continue,
+    /// Wait for traffic, as when there is too little.
+    Wait,
 }
 
 /// Signals that may stop an instance.

@@ -250,6 +250,9 @@ pub struct ResolvedAnalysis {
     pub judge: bool,
     /// Post-deploy watch window.
     pub watch: Duration,
+    /// What a step does when the service gets no traffic at all.
+    #[serde(default)]
+    pub idle: crate::model::IdlePolicy,
 }
 
 /// A resolved restart policy.
@@ -683,6 +686,7 @@ fn resolve_strategy(
             failure_limit: a.failure_limit.unwrap_or(2),
             judge: a.judge.unwrap_or(true),
             watch: a.watch.unwrap_or(Duration::from_secs(0)),
+            idle: a.idle.unwrap_or_default(),
         },
     }
 }

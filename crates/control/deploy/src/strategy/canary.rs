@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use slipway_proxy::Track;
 use slipway_proxy::metrics::Counts;
+use slipway_spec::model::IdlePolicy;
 use slipway_spec::resolve::{ResolvedService, ResolvedStep, StepPause};
 use slipway_store::EventLevel;
 use tokio::time::Instant;
@@ -228,7 +229,25 @@ async fn bake(
         if elapsed < bake_for {
             continue;
         }
-        if passes > 0 {
+        // Not one request to either release: nothing to compare, nobody to protect.
+        let idle = passes == 0
+            && in_step_c.requests() == 0
+            && in_step_s.requests() == 0
+            && a.idle == IdlePolicy::Continue;
+        if idle {
+            run.info(
+                "deploy.idle",
+                format!(
+                    "{name}: step {} ({}%) got no traffic at all in {}s; going on without analysis (`analysis.idle = \"wait\"` waits for traffic instead)",
+                    index + 1,
+                    step.weight,
+                    elapsed.as_secs()
+                ),
+                about(name, json!({ "step": index })),
+            )
+            .await;
+        }
+        if passes > 0 || idle {
             if step.pause == StepPause::UntilPromoted {
                 wait_for_person(
                     run,

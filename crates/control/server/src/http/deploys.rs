@@ -135,6 +135,7 @@ pub(crate) async fn view(app: &AppState, d: &DeploymentRecord) -> DeploymentView
                     from.as_deref().map_or(0, |f| ready(name, f)),
                 ),
                 detail: p.detail.clone(),
+                output: p.output.clone(),
                 analysis: state.analysis.get(name).map(|j| AnalysisView {
                     verdict: serde_json::to_value(j.verdict)
                         .ok()

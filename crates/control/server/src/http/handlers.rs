@@ -117,47 +117,73 @@ pub(crate) async fn status(
             )
         })?,
     };
-    let mut running = app.workloads.status(&environment).await.unwrap_or_default();
-    let services = resolved
-        .services
-        .values()
-        .map(|s| {
-            let live = running
-                .iter()
-                .position(|r| r.name == s.name)
-                .map(|i| running.remove(i));
-            match live {
-                Some(mut live) => {
-                    // The proxy's port when it listens (it resolves 0), else the file's.
-                    live.port = live.port.or(s.port);
-                    live
-                }
-                None => ServiceStatus {
-                    name: s.name.clone(),
-                    kind: s.kind.as_str().to_string(),
-                    replicas: s.replicas,
-                    port: s.port,
-                    state: "not-running".into(),
-                    restarts: 0,
-                    last_exit: None,
-                    instances: Vec::new(),
-                    traffic: Vec::new(),
-                    next_run: None,
-                    runs: Vec::new(),
-                },
-            }
-        })
-        .collect();
-    let release = app
+    let running = app.workloads.status(&environment).await.unwrap_or_default();
+    let current = app
         .engine
         .current_release(&environment)
         .await
         .ok()
-        .flatten()
-        .map(|r| ReleaseRef {
-            id: slipway_deploy::release_id(r.number),
-            version: r.version,
+        .flatten();
+    let roles = set_roles(&app, &environment).await;
+    // The services of the release that runs first (a rollback may bring back one the file no
+    // longer has), then any other that has instances, then those of the file not deployed yet.
+    let current_config: Option<slipway_deploy::ReleaseSnapshot> = current
+        .as_ref()
+        .and_then(|r| serde_json::from_value(r.snapshot.clone()).ok());
+    let mut declared: Vec<&slipway_spec::ResolvedService> = Vec::new();
+    if let Some(c) = &current_config {
+        declared.extend(c.config.services.values());
+    }
+    for s in resolved.services.values() {
+        if !declared.iter().any(|d| d.name == s.name) {
+            declared.push(s);
+        }
+    }
+    let mut services: Vec<ServiceStatus> = Vec::new();
+    for s in &declared {
+        let live = running.iter().find(|r| r.name == s.name).cloned();
+        services.push(match live {
+            Some(mut live) => {
+                // The proxy's port when it listens (it resolves 0), else the file's.
+                live.port = live.port.or(s.port);
+                live
+            }
+            None => ServiceStatus {
+                name: s.name.clone(),
+                kind: s.kind.as_str().to_string(),
+                replicas: s.replicas,
+                port: s.port,
+                state: "not-running".into(),
+                restarts: 0,
+                last_exit: None,
+                instances: Vec::new(),
+                traffic: Vec::new(),
+                next_run: None,
+                runs: Vec::new(),
+                sets: Vec::new(),
+            },
         });
+    }
+    for live in running {
+        if !services.iter().any(|s| s.name == live.name) {
+            services.push(live);
+        }
+    }
+    for s in &mut services {
+        s.sets.sort_by_key(|x| {
+            std::cmp::Reverse(slipway_deploy::parse_release_id(&x.release).unwrap_or(0))
+        });
+        for set in &mut s.sets {
+            set.role = roles
+                .get(&set.release)
+                .cloned()
+                .unwrap_or_else(|| "previous".into());
+        }
+    }
+    let release = current.map(|r| ReleaseRef {
+        id: slipway_deploy::release_id(r.number),
+        version: r.version,
+    });
     Ok(Json(StatusReport {
         project: resolved.project,
         environment,
@@ -166,6 +192,32 @@ pub(crate) async fn status(
         services,
         control: app.control.clone(),
     }))
+}
+
+/// What each release with instances is to an environment: `current`, `new` (a deployment
+/// brings it in), `standby`; any other is `previous`.
+async fn set_roles(app: &AppState, environment: &str) -> std::collections::HashMap<String, String> {
+    let mut roles = std::collections::HashMap::new();
+    if let Ok(state) = app.store.environment_state(environment).await {
+        if let Some(sb) = slipway_deploy::record::EnvironmentData::from_value(&state.data).standby {
+            roles.insert(
+                slipway_deploy::release_id(sb.release),
+                "standby".to_string(),
+            );
+        }
+        if let Some(n) = state.current_release {
+            roles.insert(slipway_deploy::release_id(n), "current".to_string());
+        }
+    }
+    if let Ok(active) = app.store.active_deployments().await {
+        for d in active.iter().filter(|d| d.environment == environment) {
+            let new = slipway_deploy::release_id(d.release);
+            // A rollback's target is the one coming back; a committed deploy's new release is
+            // already the current one.
+            roles.entry(new).or_insert_with(|| "new".to_string());
+        }
+    }
+    roles
 }
 
 /// Reads the project file again and applies it to an environment: when it changed since the

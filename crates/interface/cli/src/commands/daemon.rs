@@ -37,12 +37,26 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
 
     if let Some(info) = Client::running(&ctx.state).await {
         let client = Client::connect(&ctx.state).await?;
-        // A deployment going on (the start-up one, say) ends first: one at a time.
-        wait_idle(&client, &environment, ctx.json).await?;
+        // A deployment going on (the start-up one, say) ends first: one at a time. Detached,
+        // `up` does not wait: the apply says the environment is busy.
+        if !args.detach {
+            wait_idle(&client, &environment, ctx.json).await?;
+        }
         let result: ApplyResult = client
             .post(&format!("/v1/environments/{environment}/apply"), &json!({}))
             .await?;
         let deployed = match result.deployment {
+            Some(id) if args.detach => {
+                let started: slipway_api::DeploymentView =
+                    client.get(&format!("/v1/deployments/{id}")).await?;
+                if !ctx.json {
+                    println!(
+                        "deployment {id} of {} started; `slipway deployments` shows how it goes, `slipway events -f` follows it",
+                        started.release
+                    );
+                }
+                Some(started)
+            }
             Some(id) => Some(super::deploy::follow(&client, id, ctx.json).await?),
             None => None,
         };
@@ -62,14 +76,8 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
             );
         }
         return match &deployed {
-            Some(d) if d.outcome.as_deref() != Some("succeeded") => Err(CliError::new(format!(
-                "deployment {} of {} {}: {}",
-                d.deployment,
-                d.release,
-                d.outcome.as_deref().unwrap_or("did not end"),
-                d.reason.as_deref().unwrap_or("no reason recorded")
-            ))
-            .hint("`slipway events` has every step")),
+            Some(d) if d.outcome.is_none() && args.detach => Ok(0),
+            Some(d) if d.outcome.as_deref() != Some("succeeded") => Err(super::deploy::failure(d)),
             _ => Ok(0),
         };
     }
@@ -181,6 +189,7 @@ async fn detach(
         .stdout(log)
         .stderr(log_err)
         .process_group(0);
+    let spawned = jiff::Timestamp::now();
     let mut child = command
         .spawn()
         .map_err(|e| CliError::from_error("cannot start the control plane", &e))?;
@@ -219,6 +228,26 @@ async fn detach(
     // `up --detach` returns once the services are up (as `docker compose up --wait`).
     let client = Client::connect(&ctx.state).await?;
     wait_idle(&client, environment, ctx.json || !report).await?;
+    // The deployment this control plane started (it may have ended before `wait_idle` looked)
+    // could not start the release: say why, and that the control plane runs on.
+    let newest: Vec<slipway_api::DeploymentView> = client
+        .get(&format!("/v1/deployments?env={environment}&limit=1"))
+        .await?;
+    if let Some(d) = newest
+        .iter()
+        .find(|d| d.started_at >= spawned && d.outcome.as_deref().is_some_and(|o| o != "succeeded"))
+    {
+        let logs = d
+            .services
+            .iter()
+            .find(|s| !s.output.is_empty())
+            .map(|s| format!("`slipway logs {}` has the whole output; ", s.name))
+            .unwrap_or_default();
+        return Err(super::deploy::failure(d).hint(format!(
+            "{logs}fix slipway.toml, then `slipway up` applies it again (the control plane, pid {}, keeps running; `slipway down` stops it)",
+            info.pid
+        )));
+    }
     if !report {
         return Ok(0);
     }
@@ -237,11 +266,17 @@ async fn detach(
     Ok(0)
 }
 
-/// Waits until no deployment of `environment` is going, showing the one that is.
-async fn wait_idle(client: &Client, environment: &str, quiet: bool) -> Result<(), CliError> {
+/// Waits until no deployment of `environment` is going, showing the one that is; returns how
+/// the ones it waited for ended.
+async fn wait_idle(
+    client: &Client,
+    environment: &str,
+    quiet: bool,
+) -> Result<Vec<slipway_api::DeploymentView>, CliError> {
     let going: Vec<slipway_api::DeploymentView> = client
         .get(&format!("/v1/deployments?env={environment}&limit=5"))
         .await?;
+    let mut ended = Vec::new();
     for d in going.iter().filter(|d| d.outcome.is_none()) {
         // A deployment waiting for a person would keep `up` waiting forever.
         if let Some(why) = &d.paused {
@@ -257,9 +292,9 @@ async fn wait_idle(client: &Client, environment: &str, quiet: bool) -> Result<()
                 d.deployment, d.kind, d.release
             );
         }
-        super::deploy::follow(client, d.deployment, quiet).await?;
+        ended.push(super::deploy::follow(client, d.deployment, quiet).await?);
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Whether a process is alive (and not a zombie waiting to be reaped).

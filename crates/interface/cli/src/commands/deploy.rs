@@ -86,13 +86,57 @@ pub(crate) fn report(json: bool, done: &DeploymentView) -> Result<u8, CliError> 
     }
     match done.outcome.as_deref() {
         Some("succeeded") => Ok(0),
-        _ => Err(CliError::new(format!(
-            "deployment {} {}: {}",
-            done.deployment,
-            done.outcome.as_deref().unwrap_or("did not end"),
-            done.reason.as_deref().unwrap_or("no reason recorded")
-        ))
-        .hint("`slipway events` has every step; `slipway logs SERVICE` the new release's output")),
+        _ => Err(failure(done)),
+    }
+}
+
+/// The error for a deployment that did not succeed: its reason, what the instances that
+/// could not start printed last, and where to look next.
+pub(crate) fn failure(done: &DeploymentView) -> CliError {
+    let mut detail = String::new();
+    for s in done.services.iter().filter(|s| !s.output.is_empty()) {
+        detail.push_str(&format!("last output of {} ({}):\n", s.name, done.release));
+        // A crash loop prints the same lines again and again: each run of them once.
+        let mut lines: Vec<(&str, usize)> = Vec::new();
+        for line in &s.output {
+            match lines.last_mut() {
+                Some((last, n)) if *last == line.as_str() => *n += 1,
+                _ => lines.push((line, 1)),
+            }
+        }
+        for (line, n) in lines {
+            let times = if n > 1 {
+                format!("   (×{n})")
+            } else {
+                String::new()
+            };
+            detail.push_str(&format!("  | {line}{times}\n"));
+        }
+    }
+    let failed: Vec<&str> = done
+        .services
+        .iter()
+        .filter(|s| !s.output.is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
+    let hint = match failed.first() {
+        Some(name) => format!(
+            "`slipway logs {name}` has the whole output; fix the command or its settings in slipway.toml and deploy again"
+        ),
+        None => "`slipway events` has every step; `slipway logs SERVICE` the new release's output"
+            .to_string(),
+    };
+    let error = CliError::new(format!(
+        "deployment {} {}: {}",
+        done.deployment,
+        done.outcome.as_deref().unwrap_or("did not end"),
+        done.reason.as_deref().unwrap_or("no reason recorded")
+    ))
+    .hint(hint);
+    if detail.is_empty() {
+        error
+    } else {
+        error.detail(detail)
     }
 }
 

@@ -43,7 +43,6 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
         "LAST EXIT",
     ]);
     for s in &report.services {
-        let ready = s.instances.iter().filter(|i| i.health == "healthy").count();
         let traffic = if s.traffic.is_empty() {
             "-".to_string()
         } else {
@@ -58,7 +57,7 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
                 format!("next {}", t.strftime("%H:%M:%S"))
             })
         } else {
-            format!("{ready}/{}", s.replicas)
+            ready_column(s)
         };
         services.add_row([
             s.name.clone(),
@@ -113,6 +112,20 @@ pub(crate) async fn status(ctx: &Context) -> Result<u8, CliError> {
         println!("\n{table}");
     }
     Ok(0)
+}
+
+/// Ready instances per release: `2/2` when one release runs, `r3 1/1 new · r2 3/3 current`
+/// while two do (a deploy, a standby, a watch).
+fn ready_column(s: &slipway_api::ServiceStatus) -> String {
+    match s.sets.as_slice() {
+        [] => format!("0/{}", s.replicas),
+        [one] => format!("{}/{}", one.ready, one.replicas),
+        many => many
+            .iter()
+            .map(|x| format!("{} {}/{} {}", x.release, x.ready, x.replicas, x.role))
+            .collect::<Vec<_>>()
+            .join(" · "),
+    }
 }
 
 fn print_event(ctx: &Context, event: &Event) {

@@ -135,8 +135,8 @@ async fn cron_run(
 ) {
     let started = instance.started_at;
     {
-        let mut s = lock(&ctx.status);
-        s.runs.push(CronRun {
+        let mut runs = lock(&ctx.history);
+        runs.push(CronRun {
             id: instance.id.clone(),
             trigger: trigger.into(),
             started_at: started,
@@ -145,11 +145,13 @@ async fn cron_run(
             outcome: "running".into(),
             duration_ms: None,
         });
-        if s.runs.len() > KEEP_RUNS {
-            s.runs.remove(0);
+        if runs.len() > KEEP_RUNS {
+            runs.remove(0);
         }
-        s.instances.push(view(&instance, false, Health::None));
     }
+    lock(&ctx.status)
+        .instances
+        .push(view(&instance, false, Health::None));
     ctx.event(
         NewEvent::info(
             "cron.started",
@@ -191,14 +193,14 @@ async fn cron_run(
     } else {
         "failed"
     };
+    if let Some(run) = lock(&ctx.history).iter_mut().find(|r| r.id == instance.id) {
+        run.finished_at = Some(finished);
+        run.exit_code = exit.code;
+        run.outcome = outcome.into();
+        run.duration_ms = Some(duration_ms);
+    }
     {
         let mut s = lock(&ctx.status);
-        if let Some(run) = s.runs.iter_mut().find(|r| r.id == instance.id) {
-            run.finished_at = Some(finished);
-            run.exit_code = exit.code;
-            run.outcome = outcome.into();
-            run.duration_ms = Some(duration_ms);
-        }
         s.instances.retain(|i| i.id != instance.id);
         s.last_exit = Some(exit.describe());
     }

@@ -76,13 +76,14 @@ pub struct RuntimeOptions {
 pub struct InstanceStatus {
     /// Id.
     pub id: String,
-    /// Main pid.
-    pub pid: u32,
+    /// Main pid (none while its slot waits to restart it).
+    pub pid: Option<u32>,
     /// Release.
     pub release: String,
     /// Slot.
     pub slot: u32,
-    /// `starting`, `running`, `stopping`.
+    /// `running`, `retiring`, `stopping`, or `restarting` (the slot waits out its backoff;
+    /// `id` is then the instance that ended).
     pub state: String,
     /// `starting`, `healthy`, `unhealthy`, `none`.
     pub health: String,
@@ -140,6 +141,20 @@ pub struct ServiceStatus {
     pub next_run: Option<Timestamp>,
     /// Recent runs, newest last (cron).
     pub runs: Vec<CronRun>,
+    /// Each release's set: instances wanted and ready.
+    #[serde(default)]
+    pub sets: Vec<SetReadiness>,
+}
+
+/// One set of a service in [`ServiceStatus`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetReadiness {
+    /// Release.
+    pub release: String,
+    /// Instances it should have.
+    pub replicas: u32,
+    /// Instances that are running, healthy and not retiring.
+    pub ready: u32,
 }
 
 /// Why a runtime call failed.
@@ -165,6 +180,13 @@ struct Set {
     cancel: CancellationToken,
     slots: IndexMap<u32, SlotTask>,
     cron: Option<CronTask>,
+}
+
+/// A removed cron set whose runs may still be going.
+struct RetiredCron {
+    ctx: Arc<Ctx>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 struct SlotTask {
@@ -193,6 +215,9 @@ struct Ctx {
     secret_keys: Vec<String>,
     logs: LogPolicy,
     status: Arc<Mutex<ServiceStatus>>,
+    /// The service's cron runs, newest last: shared by every set of the service, so the
+    /// history outlives a deploy or a rollback.
+    history: Arc<Mutex<Vec<CronRun>>>,
     /// Slots whose instance gets no new traffic (the deploy engine drains them).
     retiring: Mutex<HashSet<u32>>,
     /// Stop instances when cancelled (false: leave them for the next control plane).
@@ -212,6 +237,13 @@ pub struct SetStatus {
     pub ready: u32,
     /// Why it cannot run at all (a failed build, a missing secret).
     pub failed: Option<String>,
+    /// `running`, `crashlooping` (restarts pile up), `failed` (its restart policy gave up),
+    /// `completed`, `scheduled` (cron).
+    #[serde(default)]
+    pub state: String,
+    /// How its last instance ended.
+    #[serde(default)]
+    pub last_exit: Option<String>,
     /// Its live instances.
     pub instances: Vec<InstanceStatus>,
 }
@@ -225,8 +257,11 @@ pub struct Runtime {
     options: RuntimeOptions,
     environment: String,
     sets: tokio::sync::Mutex<IndexMap<(String, String), Set>>,
-    /// Cron schedulers of removed sets whose runs are still going.
-    retired_cron: Mutex<Vec<(CancellationToken, JoinHandle<()>)>>,
+    /// Cron schedulers of removed sets whose runs are still going (with their view, so the
+    /// runs still show).
+    retired_cron: Mutex<Vec<RetiredCron>>,
+    /// Cron run history per service.
+    cron_history: Mutex<IndexMap<String, Arc<Mutex<Vec<CronRun>>>>>,
     /// Failed sets, by (service, release): why.
     failed: Mutex<IndexMap<(String, String), (ServiceStatus, String)>>,
     stop_on_cancel: Arc<AtomicBool>,
@@ -243,6 +278,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Milliseconds from `t` to now (negative for a time ahead).
 fn ms_since(t: Timestamp) -> i64 {
     i64::try_from(Timestamp::now().duration_since(t).as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Instances that are running, healthy and not retiring.
+fn ready_count(instances: &[InstanceStatus]) -> u32 {
+    instances
+        .iter()
+        .filter(|i| i.state == "running" && i.health == "healthy")
+        .count() as u32
 }
 
 fn short_id() -> String {
@@ -268,6 +311,7 @@ fn fresh_status(service: &ResolvedService) -> ServiceStatus {
         instances: Vec::new(),
         next_run: None,
         runs: Vec::new(),
+        sets: Vec::new(),
     }
 }
 
@@ -291,6 +335,7 @@ impl Runtime {
             environment: environment.to_string(),
             sets: tokio::sync::Mutex::new(IndexMap::new()),
             retired_cron: Mutex::new(Vec::new()),
+            cron_history: Mutex::new(IndexMap::new()),
             failed: Mutex::new(IndexMap::new()),
             stop_on_cancel: Arc::new(AtomicBool::new(true)),
             found: tokio::sync::Mutex::new(None),
@@ -358,6 +403,10 @@ impl Runtime {
         let k = key(&spec.name, &release.id);
         let status = Arc::new(Mutex::new(fresh_status(spec)));
         let (env_vars, secret_keys, missing) = compose_env(&self.options, env, release, spec);
+        let history = lock(&self.cron_history)
+            .entry(spec.name.clone())
+            .or_default()
+            .clone();
         let ctx = Arc::new(Ctx {
             driver: self.driver.clone(),
             store: self.store.clone(),
@@ -371,6 +420,7 @@ impl Runtime {
             secret_keys,
             logs: self.options.logs,
             status: status.clone(),
+            history,
             retiring: Mutex::new(HashSet::new()),
             stop_on_cancel: self.stop_on_cancel.clone(),
         });
@@ -545,7 +595,13 @@ impl Runtime {
         };
         if let Some(cron) = set.cron {
             cron.retire.cancel();
-            lock(&self.retired_cron).push((set.cancel.clone(), cron.task));
+            let mut retired = lock(&self.retired_cron);
+            retired.retain(|r| !r.task.is_finished());
+            retired.push(RetiredCron {
+                ctx: set.ctx.clone(),
+                cancel: set.cancel.clone(),
+                task: cron.task,
+            });
             return;
         }
         set.cancel.cancel();
@@ -573,17 +629,15 @@ impl Runtime {
             .iter()
             .map(|((service, release), set)| {
                 let status = lock(&set.ctx.status);
-                let ready = status
-                    .instances
-                    .iter()
-                    .filter(|i| i.state == "running" && i.health == "healthy")
-                    .count() as u32;
+                let ready = ready_count(&status.instances);
                 SetStatus {
                     service: service.clone(),
                     release: release.clone(),
                     replicas: status.replicas,
                     ready,
                     failed: None,
+                    state: status.state.clone(),
+                    last_exit: status.last_exit.clone(),
                     instances: status.instances.clone(),
                 }
             })
@@ -595,6 +649,8 @@ impl Runtime {
                 replicas: status.replicas,
                 ready: 0,
                 failed: Some(why.clone()),
+                state: status.state.clone(),
+                last_exit: status.last_exit.clone(),
                 instances: Vec::new(),
             });
         }
@@ -660,13 +716,12 @@ impl Runtime {
     /// Stops every instance (for `slipway down`); returns when all are gone.
     pub async fn stop_all(&self) {
         let all: Vec<Set> = self.sets.lock().await.drain(..).map(|(_, s)| s).collect();
-        let retired: Vec<(CancellationToken, JoinHandle<()>)> =
-            lock(&self.retired_cron).drain(..).collect();
+        let retired: Vec<RetiredCron> = lock(&self.retired_cron).drain(..).collect();
         for s in &all {
             s.cancel.cancel();
         }
-        for (cancel, _) in &retired {
-            cancel.cancel();
+        for r in &retired {
+            r.cancel.cancel();
         }
         for s in all {
             for (_, t) in s.slots {
@@ -676,8 +731,8 @@ impl Runtime {
                 let _ = c.task.await;
             }
         }
-        for (_, task) in retired {
-            let _ = task.await;
+        for r in retired {
+            let _ = r.task.await;
         }
     }
 
@@ -691,16 +746,21 @@ impl Runtime {
     pub async fn status(&self) -> Vec<ServiceStatus> {
         let sets = self.sets.lock().await;
         let mut out: IndexMap<String, ServiceStatus> = IndexMap::new();
-        for ((service, _), set) in sets.iter() {
-            let s = lock(&set.ctx.status).clone();
+        for ((service, release), set) in sets.iter() {
+            let mut s = lock(&set.ctx.status).clone();
+            s.sets = vec![SetReadiness {
+                release: release.clone(),
+                replicas: s.replicas,
+                ready: ready_count(&s.instances),
+            }];
             match out.get_mut(service) {
                 None => {
                     out.insert(service.clone(), s);
                 }
                 Some(merged) => {
                     merged.instances.extend(s.instances);
+                    merged.sets.extend(s.sets);
                     merged.restarts += s.restarts;
-                    merged.runs.extend(s.runs);
                     // The newest set's view of the service wins (declared shape, state).
                     merged.replicas = s.replicas;
                     if s.state != "running" || merged.state == "running" {
@@ -718,6 +778,19 @@ impl Runtime {
         for ((service, _), (status, _)) in lock(&self.failed).iter() {
             if !out.contains_key(service) {
                 out.insert(service.clone(), status.clone());
+            }
+        }
+        // Runs of a removed cron set that are still going show with the service.
+        for retired in lock(&self.retired_cron).iter() {
+            let name = &retired.ctx.service.name;
+            let going = lock(&retired.ctx.status).instances.clone();
+            if let Some(s) = out.get_mut(name) {
+                s.instances.extend(going);
+            }
+        }
+        for (name, history) in lock(&self.cron_history).iter() {
+            if let Some(s) = out.get_mut(name) {
+                s.runs = lock(history).clone();
             }
         }
         out.into_values()
@@ -751,6 +824,25 @@ impl Runtime {
         rx.await
             .map_err(|_| RuntimeError::Refused(format!("{name} is shutting down")))?
             .map_err(RuntimeError::Refused)
+    }
+
+    /// The last `lines` lines the instances of one set wrote, oldest first (secret values are
+    /// redacted when stored): what a person needs to see when the set cannot start.
+    pub async fn recent_output(&self, service: &str, release: &str, lines: usize) -> Vec<String> {
+        let prefix = format!("{service}-{release}-");
+        let filter = LogFilter {
+            limit: Some(lines.saturating_mul(20).max(200)),
+            ..LogFilter::default()
+        };
+        let Ok(records) = self.driver.logs(service, &filter).await else {
+            return Vec::new();
+        };
+        let mine: Vec<String> = records
+            .into_iter()
+            .filter(|r| r.instance.starts_with(&prefix))
+            .map(|r| r.message)
+            .collect();
+        mine[mine.len().saturating_sub(lines)..].to_vec()
     }
 
     /// Log records of a service, across its instances, oldest first.

@@ -149,7 +149,7 @@ impl Ctx {
 pub(super) fn view(instance: &Instance, adopted: bool, health: Health) -> InstanceStatus {
     InstanceStatus {
         id: instance.id.clone(),
-        pid: instance.process.pid,
+        pid: Some(instance.process.pid),
         release: instance.release.clone(),
         slot: instance.slot,
         state: "running".into(),
@@ -475,7 +475,8 @@ pub(super) async fn run_slot(
             }
         };
         ctx.forget(&instance).await;
-        ctx.set_instance(slot, None);
+        // The slot stays listed while it waits to start the next instance.
+        ctx.set_instance(slot, Some(restarting(&instance, &reason)));
         lock(&ctx.status).last_exit = Some(reason.clone());
         if uptime >= i64::try_from(STABLE_AFTER.as_millis()).unwrap_or(i64::MAX) {
             consecutive = 0;
@@ -490,12 +491,33 @@ pub(super) async fn run_slot(
         )
         .await
         else {
+            ctx.set_instance(slot, None);
             return;
         };
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                ctx.set_instance(slot, None);
+                return;
+            }
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// The view of a slot between an instance's end and its replacement's start.
+fn restarting(ended: &Instance, reason: &str) -> InstanceStatus {
+    InstanceStatus {
+        pid: None,
+        state: "restarting".into(),
+        health: "none".into(),
+        port: None,
+        checks: vec![CheckResult {
+            at: jiff::Timestamp::now(),
+            ok: false,
+            detail: reason.to_string(),
+            ms: 0,
+        }],
+        ..view(ended, false, Health::None)
     }
 }
 
