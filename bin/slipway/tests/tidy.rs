@@ -118,3 +118,168 @@ fn the_readme_example_file_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Stops a control plane a test started in `dir`, however the test ends.
+struct DownOnDrop<'a>(&'a Path);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = slipway(self.0).arg("down").output();
+    }
+}
+
+/// `slipway` run in `dir` with the test's binaries first on `PATH` and no inherited settings.
+fn slipway(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slipway"));
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLIPWAY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// What each Quickstart command must print (on stdout or stderr); every command must exit 0.
+const QUICKSTART_EXPECTS: &[(&str, &str)] = &[
+    ("slipway validate", "is valid"),
+    ("slipway plan", "3 to add"),
+    ("slipway up --detach", "control plane started"),
+    ("slipway status", "report"),
+    ("slipway deploy --set SAMPLE_VERSION=v2", "succeeded"),
+    (
+        "slipway deploy --strategy blue-green --set SAMPLE_VERSION=v3",
+        "succeeded",
+    ),
+    ("slipway releases", "warm standby"),
+    ("slipway rollback", "rolled back to r2"),
+    ("slipway cron run report", "report"),
+    ("slipway status --json", "\"environment\": \"staging\""),
+    ("slipway events", "deploy.succeeded"),
+    ("slipway audit", "rollback"),
+    ("slipway down", "stopped"),
+];
+
+#[test]
+fn the_readme_quickstart_runs_as_written() {
+    let readme = read(&root().join("README.md"));
+    let section = readme
+        .split("\n## Quickstart\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has a Quickstart section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("the Quickstart has a ```sh block");
+    // Each command with the comment beside it.
+    let commands: Vec<(&str, &str)> = block
+        .lines()
+        .map(|l| match l.split_once("  #") {
+            Some((c, comment)) => (c.trim(), comment.trim()),
+            None => (l.trim(), ""),
+        })
+        .filter(|(c, _)| !c.is_empty() && !c.starts_with('#'))
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    // A copy of the example; its fixed ports made free ones, so the test never collides with
+    // another (the commands' `localhost:8180` become the port the proxy picked).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = read(&root().join("examples/quickstart/slipway.toml"));
+    let toml: String = source
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("port = ") {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => "port = 0".into(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("slipway.toml"), toml).expect("write");
+    let bin = Path::new(env!("CARGO_BIN_EXE_slipway"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let _down = DownOnDrop(dir.path());
+    let mut web: Option<String> = None;
+    for (command, comment) in commands {
+        // The build and the `cd` are the test's own: it runs the built binary in the copy.
+        if command.starts_with("cargo ")
+            || command.starts_with("export ")
+            || command.starts_with("cd ")
+        {
+            continue;
+        }
+        let command = match &web {
+            Some(addr) => command.replace("localhost:8180", addr),
+            None => command.to_string(),
+        };
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(&command)
+            .current_dir(dir.path())
+            .env("PATH", &path);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SLIPWAY_") {
+                sh.env_remove(k);
+            }
+        }
+        let out = sh.output().expect("sh runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "README Quickstart: `{command}` failed ({}):\n{text}",
+            out.status
+        );
+        if let Some((_, expected)) = QUICKSTART_EXPECTS.iter().find(|(c, _)| *c == command) {
+            assert!(
+                text.contains(expected),
+                "README Quickstart: `{command}` did not say {expected:?}:\n{text}"
+            );
+        }
+        if command.starts_with("curl") {
+            assert!(text.contains("\"version\""), "`{command}`: {text}");
+            // A comment that quotes the answer (`# "version":"v2"`) is checked too.
+            if comment.starts_with('"') {
+                assert!(
+                    text.contains(comment),
+                    "`{command}` did not say {comment}: {text}"
+                );
+            }
+        }
+        if command == "slipway up --detach" {
+            let status = slipway(dir.path())
+                .args(["--json", "status"])
+                .output()
+                .expect("status");
+            let status: serde_json::Value =
+                serde_json::from_slice(&status.stdout).expect("status --json");
+            let port = status["services"][0]["port"].as_u64().expect("web port");
+            web = Some(format!("127.0.0.1:{port}"));
+        }
+    }
+}
+
+#[test]
+fn the_release_binary_keeps_its_debug_info_beside_it() {
+    let manifest: toml::Table = read(&root().join("Cargo.toml"))
+        .parse()
+        .expect("Cargo.toml");
+    let release = &manifest["profile"]["release"];
+    // Line tables in the binary made it 137 MB for 25 MB of code.
+    let split = release.get("split-debuginfo").and_then(|v| v.as_str());
+    let stripped = release.get("strip").and_then(|v| v.as_str());
+    assert!(
+        split == Some("packed") || matches!(stripped, Some("debuginfo" | "symbols")),
+        "[profile.release] must keep debug info out of the binary: {release:?}"
+    );
+}

@@ -286,7 +286,9 @@ fn rollback_after_blue_green_is_instant_and_brings_the_config_back() {
     assert_eq!(body["version"], "v2");
     let releases = project.json(&["releases"]);
     assert_eq!(releases[0]["role"], "current");
-    assert_eq!(releases[1]["role"], "standby", "{releases:#}");
+    // The standby is the previous release too: both show.
+    assert_eq!(releases[1]["role"], "previous", "{releases:#}");
+    assert_eq!(releases[1]["standby"], true, "{releases:#}");
     assert_eq!(releases[0]["overrides"]["GREETING"], "bye");
 
     let load = Load::start(&url, 20, None);
@@ -856,7 +858,9 @@ fn the_demo_deploys_a_good_canary_rolls_a_bad_one_back_and_cleans_up() {
         "{summary:#}"
     );
     // Its folder is gone and nothing it started is left running.
-    let project = summary["project"].as_str().unwrap();
+    // Not a path that no longer exists (`project` is only for `--keep`).
+    assert_eq!(summary["project"], Value::Null, "{summary:#}");
+    let project = summary["deleted_folder"].as_str().unwrap();
     assert!(!Path::new(project).exists(), "{project} is left behind");
     let left = processes_mentioning(project);
     assert!(left.is_empty(), "left running: {left:?}");

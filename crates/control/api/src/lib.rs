@@ -496,8 +496,12 @@ pub struct ReleaseView {
     pub created_at: jiff::Timestamp,
     /// What it changed.
     pub description: String,
-    /// `current`, `previous`, `standby`, or empty.
-    pub role: String,
+    /// `current`, `previous` (what `slipway rollback` goes back to), `standby` (kept warm, not
+    /// the previous one), or null.
+    pub role: Option<String>,
+    /// Its instances are kept warm for an instant rollback.
+    #[serde(default)]
+    pub standby: bool,
     /// Kept by retention whatever its age.
     pub pinned: bool,
     /// Its build output was deleted by retention.

@@ -178,7 +178,9 @@ impl Engine {
             .release(environment, number)
             .await?
             .ok_or_else(|| {
-                DeployError::NotFound(format!("no release r{number} in `{environment}`"))
+                DeployError::NotFound(format!(
+                    "no release r{number} in `{environment}` (see `slipway releases`)"
+                ))
             })?;
         Loaded::new(&record).map_err(DeployError::Invalid)
     }
@@ -236,6 +238,18 @@ impl Engine {
             return Err(DeployError::Conflict(format!(
                 "deploys to `{}` are frozen by {}: {} (`slipway unfreeze {}` lifts it; `--force` deploys anyway)",
                 req.environment, f.by, f.reason, req.environment
+            )));
+        }
+        if let Some(k) = req.unset.iter().find(|k| !data.overrides.contains_key(*k)) {
+            let set: Vec<&str> = data.overrides.keys().map(String::as_str).collect();
+            return Err(DeployError::Invalid(format!(
+                "`--unset {k}`: no `--set` of {} overrides `{k}` ({}); a value from slipway.toml is changed there",
+                req.environment,
+                if set.is_empty() {
+                    "it has no overrides".to_string()
+                } else {
+                    format!("its overrides: {}", set.join(", "))
+                }
             )));
         }
         let mut overrides = data.overrides.clone();
@@ -600,9 +614,9 @@ impl Engine {
             .set_release_flags(environment, number, Some(pinned), None)
             .await
             .map_err(|e| match e {
-                StoreError::NotFound { .. } => {
-                    DeployError::NotFound(format!("no release r{number} in `{environment}`"))
-                }
+                StoreError::NotFound { .. } => DeployError::NotFound(format!(
+                    "no release r{number} in `{environment}` (see `slipway releases`)"
+                )),
                 other => other.into(),
             })
     }

@@ -29,3 +29,4 @@ pub use engine::{Action, DeployError, DeployRequest, Engine, code_version, outco
 pub use platform::{Platform, PlatformError, PoolKey, ServiceTraffic};
 pub use record::DeploymentState;
 pub use release::{Commit, ReleaseSnapshot, parse_release_id, release_id};
+pub use strategy::how_it_moves;

@@ -112,7 +112,13 @@ async fn approve(exec: &Exec, si: usize, ji: usize, k: usize, limit: Option<Dura
     if lock(&exec.gates).approved {
         return StepEnd::ok("already approved in this run");
     }
-    exec.step_mut(si, ji, k, |s| s.status = status::WAITING.into());
+    let id = exec.record.id;
+    exec.step_mut(si, ji, k, |s| {
+        s.status = status::WAITING.into();
+        s.detail = Some(format!(
+            "waits for approval: `slipway approve {id}` lets it go on, `slipway pipeline cancel {id}` stops it"
+        ));
+    });
     exec.set_status(status::WAITING);
     exec.save(false, None, None).await;
     exec.event(

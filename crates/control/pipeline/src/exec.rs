@@ -626,7 +626,10 @@ async fn run_step(
             .await;
             let tail = out.tail;
             match out.ended {
-                Ended::Exited(Some(0)) => StepEnd::ok("exit 0"),
+                Ended::Exited(Some(0)) => StepEnd {
+                    exit_code: Some(0),
+                    ..StepEnd::ok("exit 0")
+                },
                 Ended::Exited(code) => StepEnd {
                     status: status::FAILED,
                     detail: code.map_or("killed by a signal".to_string(), |c| format!("exit {c}")),

@@ -30,6 +30,17 @@ pub(crate) const PROXY_SERVICE: &str = "slipway-proxy";
 /// The environment of the control plane's own instances.
 pub(crate) const SYSTEM_ENV: &str = "_system";
 
+/// Why the proxy does not serve the routes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    /// It is not there yet (restarting), or raced: sending again helps.
+    #[error("{0}")]
+    Unreachable(String),
+    /// It cannot serve them (a port in use): sending again does not help.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// A web service as the route sync sees it.
 pub(crate) struct Routed {
     pub(crate) environment: String,
@@ -307,7 +318,7 @@ impl DataPlane {
 
     /// Pushes routes for these services if they changed (or the proxy lost them); `Ok` once
     /// the proxy serves them.
-    pub(crate) async fn sync(&self, services: &[Routed]) -> Result<(), String> {
+    pub(crate) async fn sync(&self, services: &[Routed]) -> Result<(), SyncError> {
         let routes: Vec<Route> = services.iter().map(route_for).collect();
         let (last, version) = {
             let pushed = lock(&self.pushed);
@@ -322,7 +333,7 @@ impl DataPlane {
             .get(url("/healthz"))
             .send()
             .await
-            .map_err(|e| format!("the proxy does not answer: {e}"))?
+            .map_err(|e| SyncError::Unreachable(format!("the proxy does not answer: {e}")))?
             .json::<serde_json::Value>()
             .await
             .ok()
@@ -342,12 +353,11 @@ impl DataPlane {
             .json(&table)
             .send()
             .await
-            .map_err(|e| format!("the proxy does not answer: {e}"))?;
+            .map_err(|e| SyncError::Unreachable(format!("the proxy does not answer: {e}")))?;
         if r.status().is_success() {
-            let accepted = r
-                .json::<RouteTable>()
-                .await
-                .map_err(|e| format!("unexpected answer from the proxy: {e}"))?;
+            let accepted = r.json::<RouteTable>().await.map_err(|e| {
+                SyncError::Unreachable(format!("unexpected answer from the proxy: {e}"))
+            })?;
             *lock(&self.pushed) = Some((routes, accepted));
             return Ok(());
         }
@@ -366,9 +376,23 @@ impl DataPlane {
             // Learn its version; the next round pushes past it.
             *lock(&self.pushed) = Some((Vec::new(), current));
         }
-        Err(format!(
+        // A table the proxy cannot serve (a port someone else has) stays refused, however
+        // often it is sent; a version race is over at the next push.
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            let reason = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|b| b["reason"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            let hint = if reason.contains("in use") {
+                " — another program (another project's proxy?) listens there: change the service's `port` in slipway.toml, or `port = 0` for a free one"
+            } else {
+                ""
+            };
+            return Err(SyncError::Refused(format!("{reason}{hint}")));
+        }
+        Err(SyncError::Unreachable(format!(
             "the proxy refused the route table ({status}): {body}"
-        ))
+        )))
     }
 
     /// Cumulative counts of every pool.

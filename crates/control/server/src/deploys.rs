@@ -14,6 +14,106 @@ fn attempted_key(environment: &str) -> String {
     format!("deploy.attempted_generation.{environment}")
 }
 
+/// Whether `up` deploys an applied generation: when the environment has no release yet, or
+/// the generation is not the current release's and no deploy of it was tried (a rolled-back
+/// generation is not deployed again by every `up`; `slipway deploy` does that).
+pub(crate) fn up_deploys(current: Option<i64>, attempted: Option<i64>, generation: i64) -> bool {
+    match current {
+        None => true,
+        Some(c) => attempted.is_none_or(|a| generation > a) && c != generation,
+    }
+}
+
+/// What `slipway up` would do with the project file now, for `slipway plan`: the differences
+/// with what runs (the current release, with the environment's `--set` overrides), and whether
+/// it deploys them. Reads the store only.
+pub async fn up_plan(
+    store: &dyn slipway_store::Store,
+    project: &Project,
+    environment: &str,
+) -> Result<UpPlan, String> {
+    let resolved = project.resolve(environment).map_err(|e| e.to_string())?;
+    let snapshot = serde_json::to_value(&resolved).map_err(|e| e.to_string())?;
+    let applied = store
+        .applied(environment)
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = store
+        .environment_state(environment)
+        .await
+        .map_err(|e| e.to_string())?;
+    let current = match state.current_release {
+        Some(n) => store
+            .release(environment, n)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let release: Option<slipway_deploy::ReleaseSnapshot> = current
+        .as_ref()
+        .and_then(|r| serde_json::from_value(r.snapshot.clone()).ok());
+    // The generation `up` would record the file as.
+    let generation = match &applied {
+        None => 1,
+        Some(a) if slipway_spec::plan::diff(Some(&a.snapshot), &snapshot).has_changes() => {
+            a.generation + 1
+        }
+        Some(a) => a.generation,
+    };
+    let attempted: Option<i64> = store
+        .meta(&attempted_key(environment))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|v| v.parse().ok());
+    let Some(release) = release else {
+        return Ok(UpPlan {
+            plan: slipway_spec::plan::diff(None, &snapshot),
+            against: None,
+            deploys: true,
+            why: "the environment has no release yet: `slipway up` deploys the first one".into(),
+        });
+    };
+    let data = slipway_deploy::record::EnvironmentData::from_value(&state.data);
+    let wanted = slipway_deploy::ReleaseSnapshot::new(
+        &resolved,
+        data.overrides.clone(),
+        Default::default(),
+        generation,
+    );
+    let wanted = serde_json::to_value(&wanted.config).map_err(|e| e.to_string())?;
+    let running = serde_json::to_value(&release.config).map_err(|e| e.to_string())?;
+    let plan = slipway_spec::plan::diff(Some(&running), &wanted);
+    let number = current.as_ref().map_or(0, |r| r.number);
+    let deploys = plan.has_changes() && up_deploys(Some(release.generation), attempted, generation);
+    let why = if !plan.has_changes() {
+        format!("r{number} runs this already: `slipway up` deploys nothing")
+    } else if deploys {
+        format!("`slipway up` deploys these changes as a new release, replacing r{number}")
+    } else {
+        "`slipway up` does not deploy these: a deploy of this file was tried already and did not stay (see `slipway deployments`); `slipway deploy` tries again".to_string()
+    };
+    Ok(UpPlan {
+        plan,
+        against: Some(format!("r{number}")),
+        deploys,
+        why,
+    })
+}
+
+/// See [`up_plan`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UpPlan {
+    /// The differences, service by service.
+    #[serde(flatten)]
+    pub plan: slipway_spec::plan::Plan,
+    /// The release compared with (`None`: nothing runs yet).
+    pub against: Option<String>,
+    /// Whether `slipway up` starts a deployment.
+    pub deploys: bool,
+    /// Why, for people.
+    pub why: String,
+}
+
 /// Restores an environment (its current release, standby and interrupted deployments) once
 /// per control plane.
 pub(crate) async fn ensure_restored(app: &AppState, environment: &str) {
@@ -60,13 +160,7 @@ pub(crate) async fn deploy_if_changed(
         .meta(&attempted_key(&applied.environment))
         .await?
         .and_then(|v| v.parse().ok());
-    let due = match current {
-        None => true,
-        Some(_) => {
-            attempted.is_none_or(|a| applied.generation > a) && current != Some(applied.generation)
-        }
-    };
-    if !due {
+    if !up_deploys(current, attempted, applied.generation) {
         return Ok(None);
     }
     let config = project

@@ -21,7 +21,9 @@ mod http;
 mod workloads;
 
 pub use daemon::{DaemonError, DaemonOptions, run};
+pub use deploys::{UpPlan, up_plan};
 pub use http::openapi;
+pub use slipway_deploy::how_it_moves;
 
 /// Slipway's version, as the API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

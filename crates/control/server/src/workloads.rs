@@ -81,7 +81,7 @@ impl Workloads {
     }
 
     /// Pushes the routes of every planned web service.
-    pub(crate) async fn sync_routes(&self) -> Result<(), String> {
+    pub(crate) async fn sync_routes(&self) -> Result<(), crate::dataplane::SyncError> {
         let Some(dataplane) = &self.dataplane else {
             return Ok(());
         };
@@ -298,6 +298,7 @@ impl Platform for Workloads {
         loop {
             match self.sync_routes().await {
                 Ok(()) => return Ok(()),
+                Err(e @ crate::dataplane::SyncError::Refused(_)) => return Err(err(e)),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(err(e)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }

@@ -10,11 +10,19 @@ where
     S: Into<comfy_table::Cell>,
 {
     let mut t = Table::new();
-    t.load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header);
+    t.load_style(presets::NOTHING).set_header(header);
+    // Wrapped to the terminal's width when it reports a usable one; some (a pty without a
+    // size, an editor's terminal) say 0 columns, which would squeeze every cell to a letter.
+    let arrangement = match t.width() {
+        Some(w) if w >= MIN_WIDTH => ContentArrangement::Dynamic,
+        _ => ContentArrangement::Disabled,
+    };
+    t.set_content_arrangement(arrangement);
     t
 }
+
+/// Narrower terminals get tables unwrapped (they scroll) rather than squeezed.
+const MIN_WIDTH: u16 = 40;
 
 /// Prints a value as pretty JSON on stdout.
 pub(crate) fn json<T: Serialize>(value: &T) {

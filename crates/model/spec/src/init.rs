@@ -35,8 +35,9 @@ pub fn starter(dir: &Path) -> Starter {
         .unwrap_or_else(|| "app".to_string());
     let name = sanitize(&name);
     let (services, guessed_from) = guess(dir, &name);
+    let release = procfile_release(dir).filter(|_| guessed_from == Some("Procfile"));
     Starter {
-        text: render(&name, &services, guessed_from),
+        text: render(&name, &services, guessed_from, release.as_deref()),
         guessed_from,
     }
 }
@@ -132,6 +133,16 @@ fn guess(dir: &Path, name: &str) -> (Vec<GuessedService>, Option<&'static str>) 
     (vec![web(None, "./server".into())], None)
 }
 
+/// The Procfile's `release:` command (Heroku's release phase: migrations), if it has one.
+fn procfile_release(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("Procfile")).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim() == "release")
+        .map(|(_, c)| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+}
+
 fn web(build: Option<String>, start: String) -> GuessedService {
     GuessedService {
         name: "web".into(),
@@ -145,7 +156,12 @@ fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn render(name: &str, services: &[GuessedService], guessed_from: Option<&str>) -> String {
+fn render(
+    name: &str,
+    services: &[GuessedService],
+    guessed_from: Option<&str>,
+    release: Option<&str>,
+) -> String {
     let mut out = String::new();
     let origin = match guessed_from {
         Some(f) => format!(" Commands were guessed from {f}: check them."),
@@ -180,10 +196,20 @@ fn render(name: &str, services: &[GuessedService], guessed_from: Option<&str>) -
             web.name
         );
     }
-    out.push_str(
-        "# One-shot command run before traffic moves to a new release (migrations).\n\
-         # [deploy]\n# release = \"./migrate\"\n\n",
-    );
+    match release {
+        Some(command) => {
+            let _ = writeln!(
+                out,
+                "# One-shot command run before traffic moves to a new release (the Procfile's\n\
+                 # `release:`).\n[deploy]\nrelease = {}\n",
+                quote(command)
+            );
+        }
+        None => out.push_str(
+            "# One-shot command run before traffic moves to a new release (migrations).\n\
+             # [deploy]\n# release = \"./migrate\"\n\n",
+        ),
+    }
     for s in services {
         let _ = writeln!(out, "[services.{}]", s.name);
         if s.kind == "web" {
@@ -258,6 +284,15 @@ mod tests {
         assert_eq!(s.guessed_from, Some("Procfile"));
         assert!(s.text.contains("[services.worker]"));
         assert!(s.text.contains("start = \"./jobs\""));
+        // The release phase becomes the release command, not a service.
+        assert!(
+            s.text.contains("[deploy]\nrelease = \"./migrate\""),
+            "{}",
+            s.text
+        );
+        assert!(!s.text.contains("[services.release]"));
+        crate::load_str(std::path::Path::new("slipway.toml"), &s.text, None)
+            .expect("the starter file is valid");
     }
 
     #[test]

@@ -204,6 +204,44 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
     }
     SchemaChecker::new(json_schema(), &source).check_document(&doc, &mut report.diagnostics);
     if !report.diagnostics.is_empty() {
+        // Every problem at once: the cross-references of what the schema accepted too.
+        if let Some((config, pruned)) =
+            check::prune(text, report.diagnostics.clone(), json_schema(), &source)
+        {
+            let locator = Locator::new(&doc);
+            // What was left out cannot be judged again: nothing found inside it, and nothing
+            // about a whole service or environment that is missing only because it was.
+            let regions: Vec<std::ops::Range<usize>> = pruned
+                .iter()
+                .filter_map(|p| locator.value_span(p))
+                .collect();
+            let whole: Vec<String> = report
+                .diagnostics
+                .iter()
+                .filter(|d| d.message.starts_with("missing key"))
+                .filter_map(|d| {
+                    let mut p = check::KeyPath::from_display(&d.path);
+                    p.pop();
+                    p.entry_name().map(|name| format!("`{name}`"))
+                })
+                .collect();
+            let environments = environment_names(&config);
+            let more =
+                SemanticChecker::new(&config, &source, Locator::new(&doc), None).run(&environments);
+            for d in more {
+                // Found in what was dropped, or about a place that holds it.
+                let inside = regions
+                    .iter()
+                    .any(|r| r.start < d.span.end.max(d.span.start + 1) && d.span.start < r.end);
+                let about_pruned = whole.iter().any(|w| d.message.contains(w.as_str()));
+                if d.level == Level::Error && !inside && !about_pruned {
+                    report.diagnostics.push(d);
+                }
+            }
+        }
+        report.diagnostics.sort_by(|a, b| {
+            (a.level, &a.file, a.line, a.column).cmp(&(b.level, &b.file, b.line, b.column))
+        });
         return Err(report);
     }
     let mut config: Config = match toml::from_str(text) {

@@ -297,8 +297,10 @@ pub struct HealthCheck {
     /// Grace after start during which failures do not count (default 0s; uptime checks: 5s).
     pub start_period: Option<Duration>,
     /// Consecutive successes that make an instance healthy (default 1).
+    #[schemars(range(min = 1))]
     pub healthy_threshold: Option<u32>,
     /// Consecutive failures that make an instance unhealthy (default 3).
+    #[schemars(range(min = 1))]
     pub unhealthy_threshold: Option<u32>,
 }
 
@@ -431,6 +433,7 @@ pub struct Analysis {
     pub latency_tolerance: Option<Duration>,
     /// Consecutive failed intervals that roll back (default 2); a failure significant at
     /// 1 in 1 000 rolls back at once.
+    #[schemars(range(min = 1))]
     pub failure_limit: Option<u32>,
     /// Run the Mann-Whitney U test on latency samples (default true).
     pub judge: Option<bool>,
@@ -526,6 +529,7 @@ pub struct Restart {
     /// Longest backoff delay (default 30s).
     pub max_backoff: Option<Duration>,
     /// This many restarts within `crashloop_window` marks the service `crashlooping` (default 5).
+    #[schemars(range(min = 1))]
     pub crashloop_restarts: Option<u32>,
     /// See `crashloop_restarts` (default 2m).
     pub crashloop_window: Option<Duration>,
@@ -565,6 +569,7 @@ pub struct Deploy {
     pub strategy: Option<StrategySpec>,
     /// Releases kept per environment (default 10); the current, previous and pinned ones are
     /// never pruned.
+    #[schemars(range(min = 1))]
     pub retain: Option<u32>,
     /// Longest new instances may take to become ready (default 60s).
     pub timeout: Option<Duration>,

@@ -54,7 +54,7 @@ pub struct ServiceChange {
     pub env: Vec<EnvChange>,
 }
 
-/// One setting's change, values as compact JSON.
+/// One setting's change, values as people write them ([`human`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FieldChange {
     /// Dotted path within the service (or environment).
@@ -225,7 +225,7 @@ fn leaf_changes(
             }
         }
         (b, a) if b != a => {
-            let show = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(|v| v.to_string());
+            let show = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(human);
             let (before, after) = (show(b), show(a));
             if before != after {
                 out.push(FieldChange {
@@ -236,6 +236,52 @@ fn leaf_changes(
             }
         }
         _ => {}
+    }
+}
+
+/// A value as people write it in `slipway.toml`, not as JSON: `canary`, not `"canary"`;
+/// canary steps as `5% → 25% → 100%`; tables as `{ key = value }`.
+pub fn human(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "-".into(),
+        Value::Array(items)
+            if items.iter().all(|i| i.get("weight").is_some()) && !items.is_empty() =>
+        {
+            items
+                .iter()
+                .map(|step| {
+                    let mut text = format!("{}%", human(&step["weight"]));
+                    match &step["pause"] {
+                        Value::String(p) if p == "until-promoted" => {
+                            text.push_str(" (pause)");
+                        }
+                        Value::Object(o) if o.contains_key("for") => {
+                            text.push_str(&format!(" (pause {})", human(&o["for"])));
+                        }
+                        _ => {}
+                    }
+                    text
+                })
+                .collect::<Vec<_>>()
+                .join(" → ")
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(human).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{ {} }}",
+            map.iter()
+                .map(|(k, v)| format!("{k} = {}", human(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -296,6 +342,26 @@ mod tests {
         );
         assert_eq!(plan.services[1].name, "old");
         assert_eq!(plan.services[1].action, Action::Removed);
+    }
+
+    #[test]
+    fn values_read_as_written_not_as_json() {
+        let before = env(json!({"web": {"strategy": {"kind": "rolling", "steps": []}}}));
+        let after = env(json!({"web": {"strategy": {"kind": "canary", "steps": [
+            {"weight": 5.0, "bake": "3s", "pause": "none"},
+            {"weight": 50.0, "bake": "3s", "pause": "until-promoted"},
+            {"weight": 100.0, "bake": "3s", "pause": {"for": "1m"}}
+        ]}}}));
+        let plan = diff(Some(&before), &after);
+        let fields = &plan.services[0].fields;
+        let kind = fields.iter().find(|f| f.path == "strategy.kind").unwrap();
+        assert_eq!(kind.after.as_deref(), Some("canary"));
+        let steps = fields.iter().find(|f| f.path == "strategy.steps").unwrap();
+        assert_eq!(
+            steps.after.as_deref(),
+            Some("5% → 50% (pause) → 100% (pause 1m)")
+        );
+        assert_eq!(steps.before.as_deref(), Some("[]"));
     }
 
     #[test]

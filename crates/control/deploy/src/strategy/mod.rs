@@ -38,6 +38,58 @@ pub(crate) fn effective(service: &ResolvedService, forced: Option<StrategyKind>)
     }
 }
 
+/// How a service moves to a new release, for people (`slipway plan`).
+pub fn how_it_moves(service: &ResolvedService) -> String {
+    let s = &service.strategy;
+    match (service.kind, effective(service, None)) {
+        (ServiceKind::Cron, _) => {
+            "its schedule moves to the new release (runs going finish)".into()
+        }
+        (_, StrategyKind::Recreate) => "recreate: old instances stop, then new ones start".into(),
+        (ServiceKind::Worker, _) => format!(
+            "rolling: new instances up, then the old ones stopped{}",
+            if s.overlap.std().is_zero() {
+                String::new()
+            } else {
+                format!(" after {} side by side", s.overlap)
+            }
+        ),
+        (_, StrategyKind::Rolling) => format!(
+            "rolling: {} new instance(s) at a time, each ready before an old one is drained",
+            s.max_surge.max(1)
+        ),
+        (_, StrategyKind::BlueGreen) => format!(
+            "blue-green: a full new set checked on the preview route, then all traffic at once; the old set stays warm {}",
+            s.standby
+        ),
+        (_, StrategyKind::Canary) => {
+            let steps: Vec<String> = s
+                .steps
+                .iter()
+                .map(|st| match st.pause {
+                    slipway_spec::resolve::StepPause::UntilPromoted => {
+                        format!("{}% (waits for `slipway promote`)", st.weight)
+                    }
+                    _ => format!("{}%", st.weight),
+                })
+                .collect();
+            let bake = s
+                .steps
+                .first()
+                .map(|st| st.bake.to_string())
+                .unwrap_or_default();
+            let idle = match s.analysis.idle {
+                slipway_spec::model::IdlePolicy::Continue => "steps without traffic go on",
+                slipway_spec::model::IdlePolicy::Wait => "steps without traffic wait for it",
+            };
+            format!(
+                "canary: {}, each baking {bake} with analysis against the stable release ({idle})",
+                steps.join(" → ")
+            )
+        }
+    }
+}
+
 /// Whether a service gets traffic through the proxy.
 pub(crate) fn routed(service: &ResolvedService) -> bool {
     service.kind == ServiceKind::Web && service.port.is_some()

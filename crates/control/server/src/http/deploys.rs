@@ -32,16 +32,13 @@ impl From<DeployError> for ApiError {
             DeployError::Busy { detail, .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 detail,
-                Some("`slipway deployments` shows it; `slipway abort` rolls it back"),
+                Some("`slipway deployments` shows how it goes"),
             ),
             DeployError::Invalid(why) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why, None::<&str>)
             }
-            DeployError::NotFound(why) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                why,
-                Some("`slipway releases` lists them"),
-            ),
+            // Each message names what to look at: releases, deployments.
+            DeployError::NotFound(why) => ApiError::new(StatusCode::NOT_FOUND, why, None::<&str>),
             DeployError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why, None::<&str>),
             DeployError::Store(e) => e.into(),
         }
@@ -420,14 +417,15 @@ pub(crate) async fn releases(
         records
             .into_iter()
             .map(|r| {
+                let standby = data.standby.as_ref().is_some_and(|s| s.release == r.number);
                 let role = if state.current_release == Some(r.number) {
-                    "current"
-                } else if data.standby.as_ref().is_some_and(|s| s.release == r.number) {
-                    "standby"
+                    Some("current")
                 } else if state.previous_release == Some(r.number) {
-                    "previous"
+                    Some("previous")
+                } else if standby {
+                    Some("standby")
                 } else {
-                    ""
+                    None
                 };
                 let snapshot: Option<slipway_deploy::ReleaseSnapshot> =
                     serde_json::from_value(r.snapshot.clone()).ok();
@@ -436,7 +434,8 @@ pub(crate) async fn releases(
                     version: r.version,
                     created_at: r.time,
                     description: r.description,
-                    role: role.into(),
+                    role: role.map(str::to_string),
+                    standby,
                     pinned: r.pinned,
                     pruned: r.pruned,
                     last_outcome: deployments

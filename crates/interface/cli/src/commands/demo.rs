@@ -79,7 +79,7 @@ pub(crate) async fn demo(ctx: &Context, keep: bool) -> Result<u8, CliError> {
     let client = Client::connect(&demo.state).await?;
     // Ctrl-C ends the tour but not the clean-up: nothing is left running in a temporary folder.
     let result = tokio::select! {
-        r = tour(ctx, &client, &dir, &file) => r,
+        r = tour(ctx, &client, keep.then(|| dir.path()), &file) => r,
         _ = tokio::signal::ctrl_c() => Err(CliError::new("the demo was interrupted")),
     };
     if keep && result.is_ok() {
@@ -104,7 +104,7 @@ pub(crate) async fn demo(ctx: &Context, keep: bool) -> Result<u8, CliError> {
 async fn tour(
     ctx: &Context,
     client: &Client,
-    dir: &tempfile::TempDir,
+    kept: Option<&std::path::Path>,
     file: &std::path::Path,
 ) -> Result<u8, CliError> {
     let status: StatusReport = client.get("/v1/status").await?;
@@ -145,8 +145,10 @@ async fn tour(
         .unwrap_or_default();
     let total: u64 = seen.0.values().sum::<u64>() + seen.1;
 
+    // The folder is deleted after the tour unless `--keep` keeps it.
     let summary = json!({
-        "project": dir.path(),
+        "project": kept,
+        "deleted_folder": if kept.is_none() { file.parent() } else { None },
         "v2": { "outcome": v2.outcome, "duration_ms": v2.duration_ms, "release": v2.release },
         "v3": { "outcome": v3.outcome, "duration_ms": v3.duration_ms, "reason": v3.reason, "release": v3.release },
         "requests": total,

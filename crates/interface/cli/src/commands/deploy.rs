@@ -140,12 +140,27 @@ pub(crate) fn failure(done: &DeploymentView) -> CliError {
     }
 }
 
-/// Shows a deployment's progress until it ends; returns its final view.
+/// Shows a deployment's progress until it ends; returns its final view. Ctrl-C stops
+/// watching, not the deployment: it says so and exits 130.
 pub(crate) async fn follow(
     client: &Client,
     id: i64,
     quiet: bool,
 ) -> Result<DeploymentView, CliError> {
+    tokio::select! {
+        done = watch(client, id, quiet) => done,
+        _ = tokio::signal::ctrl_c() => {
+            let mut e = CliError::new(format!(
+                "stopped watching; deployment {id} goes on in the control plane"
+            ))
+            .hint("`slipway deployments` shows how it goes, `slipway events -f` follows it, `slipway abort` rolls it back");
+            e.code = 130;
+            Err(e)
+        }
+    }
+}
+
+async fn watch(client: &Client, id: i64, quiet: bool) -> Result<DeploymentView, CliError> {
     let tty = std::io::stderr().is_terminal() && !quiet;
     let bar = if tty {
         let bar = indicatif::ProgressBar::new(100);
@@ -162,6 +177,8 @@ pub(crate) async fn follow(
         None
     };
     let mut last_line = String::new();
+    let mut last_figures = String::new();
+    let mut figures_at = std::time::Instant::now();
     loop {
         let view: DeploymentView = client.get(&format!("/v1/deployments/{id}")).await?;
         let line = summary_line(&view);
@@ -179,8 +196,16 @@ pub(crate) async fn follow(
                     bar.println(format!("[{}] {line}", output::time(jiff::Timestamp::now())));
                 }
             }
-            None if !quiet && line != last_line => {
-                eprintln!("[{}] {line}", output::time(jiff::Timestamp::now()));
+            // Without a bar (CI logs, pipes), the analysis figures go on the line: when the
+            // step changes, and while it bakes every few seconds if they moved.
+            None if !quiet => {
+                let figures = analysis_figures(&view);
+                let due = figures != last_figures && figures_at.elapsed() >= FIGURES_EVERY;
+                if line != last_line || due {
+                    eprintln!("[{}] {line}{figures}", output::time(jiff::Timestamp::now()));
+                    last_figures = figures;
+                    figures_at = std::time::Instant::now();
+                }
             }
             None => {}
         }
@@ -266,6 +291,37 @@ fn detail_lines(view: &DeploymentView) -> String {
     lines.join("\n")
 }
 
+/// How often a piped progress line repeats with new analysis figures.
+const FIGURES_EVERY: Duration = Duration::from_secs(5);
+
+/// The canary-against-stable figures of every service being analysed, for a progress line.
+fn analysis_figures(view: &DeploymentView) -> String {
+    let parts: Vec<String> = view
+        .services
+        .iter()
+        .filter(|s| s.phase != "done" && s.phase != "reverted")
+        .filter_map(|s| {
+            let a = s.analysis.as_ref()?;
+            let base = a.baseline.as_ref().map_or(String::new(), |b| {
+                format!(" vs stable {} err, p95 {}", pct(b.error_rate), ms(b.p95_ms))
+            });
+            Some(format!(
+                "{} {}: canary {} err, p95 {}{base} ({} req)",
+                s.name,
+                a.verdict,
+                pct(a.canary.error_rate),
+                ms(a.canary.p95_ms),
+                a.canary.requests
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" · {}", parts.join("; "))
+    }
+}
+
 /// One line that changes when something worth a line happened.
 fn summary_line(view: &DeploymentView) -> String {
     let services: Vec<String> = view
@@ -343,7 +399,10 @@ pub(crate) async fn releases(
         "DESCRIPTION",
     ]);
     for r in &list {
-        let mut role = r.role.clone();
+        let mut role = r.role.clone().unwrap_or_default();
+        if r.standby && role != "standby" {
+            role = format!("{role}, warm standby");
+        }
         if r.pinned {
             role = if role.is_empty() {
                 "pinned".into()

@@ -85,6 +85,12 @@ pub(crate) async fn pipeline(ctx: &Context, cmd: PipelineCommand) -> Result<u8, 
                 ]);
             }
             println!("{table}");
+            for r in runs.iter().filter(|r| r.status == "waiting") {
+                println!(
+                    "\nrun {} waits for approval: `slipway approve {}` lets it go on",
+                    r.run, r.run
+                );
+            }
             Ok(0)
         }
         PipelineCommand::Logs { run, follow } => logs(&client, run, follow, ctx.json).await,
@@ -171,8 +177,25 @@ fn secs(ms: Option<u64>) -> String {
     ms.map_or(String::new(), |d| format!(" {:.1}s", d as f64 / 1000.0))
 }
 
-/// Shows a run's steps as they change until it ends; returns its last view.
+/// Shows a run's steps as they change until it ends; returns its last view. Ctrl-C stops
+/// watching, not the run: it says so and exits 130.
 async fn follow(client: &Client, id: i64, quiet: bool) -> Result<RunView, CliError> {
+    tokio::select! {
+        done = watch(client, id, quiet) => done,
+        _ = tokio::signal::ctrl_c() => {
+            let mut e = CliError::new(format!(
+                "stopped watching; run {id} goes on in the control plane"
+            ))
+            .hint(format!(
+                "`slipway pipeline logs {id} -f` follows it, `slipway pipeline cancel {id}` stops it"
+            ));
+            e.code = 130;
+            Err(e)
+        }
+    }
+}
+
+async fn watch(client: &Client, id: i64, quiet: bool) -> Result<RunView, CliError> {
     let tty = std::io::stderr().is_terminal() && !quiet;
     let spinner = tty.then(|| {
         let s = indicatif::ProgressBar::new_spinner();
@@ -193,6 +216,11 @@ async fn follow(client: &Client, id: i64, quiet: bool) -> Result<RunView, CliErr
                 run.environment,
                 &run.commit[..run.commit.len().min(12)]
             ));
+            if run.status == "queued"
+                && let Some(ahead) = ahead_of(client, &run).await
+            {
+                lines.push(format!("  {ahead}"));
+            }
             last_status = run.status.clone();
         }
         let mut current = None;
@@ -248,6 +276,28 @@ async fn follow(client: &Client, id: i64, quiet: bool) -> Result<RunView, CliErr
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// What a queued run waits for: the run of its environment that is going.
+async fn ahead_of(client: &Client, run: &RunView) -> Option<String> {
+    let runs: Vec<RunView> = client
+        .get(&format!("/v1/runs?env={}", run.environment))
+        .await
+        .ok()?;
+    let going = runs
+        .iter()
+        .find(|r| r.run != run.run && matches!(r.status.as_str(), "running" | "waiting"))?;
+    Some(if going.status == "waiting" {
+        format!(
+            "it waits for run {}, which waits for approval: `slipway approve {}` lets it go on, `slipway pipeline cancel {}` stops it",
+            going.run, going.run, going.run
+        )
+    } else {
+        format!(
+            "it waits for run {} ({}) to end: one run per environment at a time",
+            going.run, going.status
+        )
+    })
 }
 
 fn print_run(run: &RunView) {

@@ -1,9 +1,9 @@
 //! Commands on the project file alone: `init`, `validate`, `schema`, `plan`.
 
 use serde_json::json;
-use slipway_spec::plan::{Action, Plan};
+use slipway_spec::plan::Action;
 use slipway_spec::{LoadError, Project};
-use slipway_store::{SqliteStore, Store};
+use slipway_store::SqliteStore;
 
 use crate::Context;
 use crate::error::CliError;
@@ -106,47 +106,52 @@ pub(crate) async fn plan(ctx: &Context, detailed_exitcode: bool) -> Result<u8, C
         .env
         .clone()
         .unwrap_or_else(|| project.default_environment());
-    let resolved = project.resolve(&environment).map_err(|e| {
+    project.resolve(&environment).map_err(|e| {
         CliError::new(e.to_string()).hint("pass one of the environments in slipway.toml with --env")
     })?;
-    let snapshot = serde_json::to_value(&resolved).expect("a resolved environment serializes");
-    // Reading the store directly works whether or not the control plane runs (WAL readers do
-    // not block it).
-    let previous = if ctx.state.database().exists() {
+    // The same comparison `up` makes: the file (with the environment's `--set` overrides)
+    // against the release that runs. Reading the store directly works whether or not the
+    // control plane runs (WAL readers do not block it).
+    let up = if ctx.state.database().exists() {
         let store = SqliteStore::open(&ctx.state.database())
             .await
             .map_err(|e| CliError::from_error("cannot open the state store", &e))?;
-        let applied = store
-            .applied(&environment)
-            .await
-            .map_err(|e| CliError::from_error("cannot read the applied configuration", &e))?;
+        let up = slipway_server::up_plan(&store, &project, &environment).await;
         store.close().await;
-        applied
+        up.map_err(|e| CliError::new(format!("cannot read what runs: {e}")))?
     } else {
-        None
+        let resolved = project
+            .resolve(&environment)
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let snapshot = serde_json::to_value(&resolved).expect("a resolved environment serializes");
+        slipway_server::UpPlan {
+            plan: slipway_spec::plan::diff(None, &snapshot),
+            against: None,
+            deploys: true,
+            why: "nothing runs yet: `slipway up` starts the control plane and deploys the first release"
+                .into(),
+        }
     };
-    let plan = slipway_spec::plan::diff(previous.as_ref().map(|p| &p.snapshot), &snapshot);
     if ctx.json {
-        output::json(&plan);
+        output::json(&up);
     } else {
-        print_plan(&plan, previous.as_ref());
+        print_plan(&up, &project, &environment);
     }
-    Ok(if detailed_exitcode && plan.has_changes() {
+    Ok(if detailed_exitcode && up.plan.has_changes() {
         2
     } else {
         0
     })
 }
 
-fn print_plan(plan: &Plan, previous: Option<&slipway_store::AppliedConfig>) {
-    match previous {
-        Some(p) => println!(
-            "Plan for {} against generation {} (applied {}):",
-            plan.environment,
-            p.generation,
-            output::time(p.time)
+fn print_plan(up: &slipway_server::UpPlan, project: &Project, environment: &str) {
+    let plan = &up.plan;
+    match &up.against {
+        Some(r) => println!(
+            "Plan for {} against {r}, the release that runs:",
+            plan.environment
         ),
-        None => println!("Plan for {} (nothing applied yet):", plan.environment),
+        None => println!("Plan for {} (nothing runs yet):", plan.environment),
     }
     let (mut add, mut change, mut remove) = (0, 0, 0);
     for s in &plan.services {
@@ -204,8 +209,8 @@ fn print_plan(plan: &Plan, previous: Option<&slipway_store::AppliedConfig>) {
             }
         }
     }
-    // Before anything was applied, every setting is new; listing them says nothing.
-    for f in plan.settings.iter().filter(|_| previous.is_some()) {
+    // Before anything ran, every setting is new; listing them says nothing.
+    for f in plan.settings.iter().filter(|_| up.against.is_some()) {
         println!(
             "  ~ {}: {} → {}",
             f.path,
@@ -217,5 +222,17 @@ fn print_plan(plan: &Plan, previous: Option<&slipway_store::AppliedConfig>) {
         println!("{add} to add, {change} to change, {remove} to remove.");
     } else {
         println!("No changes.");
+    }
+    println!("{}", up.why);
+    // How each service would move, so a canary that waits for traffic is no surprise.
+    if up.deploys
+        && up.against.is_some()
+        && let Ok(resolved) = project.resolve(environment)
+    {
+        for s in plan.services.iter().filter(|s| s.action != Action::Removed) {
+            if let Some(spec) = resolved.services.get(&s.name) {
+                println!("  {}: {}", s.name, slipway_server::how_it_moves(spec));
+            }
+        }
     }
 }

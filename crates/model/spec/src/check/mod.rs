@@ -2,8 +2,9 @@
 //! that span several places, such as references between sections, per environment
 //! ([`semantic`]).
 //!
-//! Both phases report every problem they find; the second runs only when the first found none,
-//! because it needs the typed model.
+//! Both phases report every problem they find. The second needs the typed model, so when the
+//! first found problems it runs on the document without the values the schema refused
+//! ([`prune`]): a typo in one place does not hide a wrong reference in another.
 
 pub(crate) mod schema;
 pub(crate) mod semantic;
@@ -13,6 +14,72 @@ use std::ops::Range;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+
+/// The typed model of a document with the parts the schema refused left out, for the semantic
+/// checks to run on: each refused value is dropped (a missing key drops its table; an array
+/// item that is itself wrong, or lacks a key, drops its array, as removing the one item would
+/// renumber the rest), and the result checked again, until it deserializes. Also returns the
+/// paths that were dropped. `None` when nothing usable is left.
+pub(crate) fn prune(
+    text: &str,
+    mut refused: Vec<crate::diagnostic::Diagnostic>,
+    root: &serde_json::Value,
+    source: &crate::diagnostic::SourceFile,
+) -> Option<(crate::model::Config, Vec<KeyPath>)> {
+    let mut doc = toml::Value::Table(text.parse().ok()?);
+    let mut pruned = Vec::new();
+    for _ in 0..8 {
+        for d in &refused {
+            let mut path = KeyPath::from_display(&d.path);
+            if d.message.starts_with("missing key") {
+                path.0.pop();
+            }
+            // Never the array item alone: the rest would be renumbered.
+            while matches!(path.0.last(), Some(Segment::Index(_))) {
+                path.0.pop();
+            }
+            if path.is_root() {
+                return None;
+            }
+            remove(&mut doc, &path.0);
+            pruned.push(path);
+        }
+        let pruned_text = toml::to_string(&doc).ok()?;
+        let (tree, syntax) = DeTable::parse_recoverable(&pruned_text);
+        if !syntax.is_empty() {
+            return None;
+        }
+        let pruned_source = crate::diagnostic::SourceFile::new(&source.path, pruned_text.clone());
+        refused.clear();
+        schema::SchemaChecker::new(root, &pruned_source).check_document(&tree, &mut refused);
+        if refused.is_empty() {
+            return toml::from_str(&pruned_text).ok().map(|c| (c, pruned));
+        }
+    }
+    None
+}
+
+/// Removes the value at `path` (through tables and array items).
+fn remove(doc: &mut toml::Value, path: &[Segment]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = doc;
+    for segment in parents {
+        let next = match (segment, node) {
+            (Segment::Key(k), toml::Value::Table(t)) => t.get_mut(k),
+            (Segment::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return,
+        }
+    }
+    if let (Segment::Key(k), toml::Value::Table(t)) = (last, node) {
+        t.remove(k);
+    }
+}
 
 /// A dotted key path such as `services.web.health.interval` or `alerts[0].name`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,8 +110,59 @@ impl KeyPath {
         )
     }
 
+    /// Reads a path back from its [`Display`](fmt::Display) form (`services."a.b"[0].name`).
+    pub(crate) fn from_display(text: &str) -> Self {
+        let mut segments = Vec::new();
+        let mut chars = text.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            match c {
+                '.' => {
+                    chars.next();
+                }
+                '"' => {
+                    chars.next();
+                    let key: String = chars.by_ref().take_while(|c| *c != '"').collect();
+                    segments.push(Segment::Key(key));
+                }
+                '[' => {
+                    chars.next();
+                    let digits: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                    if let Ok(i) = digits.parse() {
+                        segments.push(Segment::Index(i));
+                    }
+                }
+                _ => {
+                    let mut key = String::new();
+                    while let Some(&c) = chars.peek() {
+                        if c == '.' || c == '[' {
+                            break;
+                        }
+                        key.push(c);
+                        chars.next();
+                    }
+                    segments.push(Segment::Key(key));
+                }
+            }
+        }
+        KeyPath(segments)
+    }
+
+    /// The name a path ends with when it is a table of a named entry (`services.web`,
+    /// `pipeline.jobs.build`): dropping it makes references to that name look wrong.
+    pub(crate) fn entry_name(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [.., Segment::Key(_), Segment::Key(name)] => Some(name),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_root(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Drops the last segment.
+    pub(crate) fn pop(&mut self) {
+        self.0.pop();
     }
 
     pub(crate) fn key(&self, key: &str) -> Self {
@@ -179,6 +297,17 @@ mod tests {
             "env.\"a.b\""
         );
         assert_eq!(KeyPath::parse("alerts.0.name"), q);
+    }
+
+    #[test]
+    fn paths_read_back_from_their_display_form() {
+        for p in [
+            KeyPath::root().key("services").key("web").key("port"),
+            KeyPath::root().key("alerts").index(0).key("name"),
+            KeyPath::root().key("env").key("a.b").key("c"),
+        ] {
+            assert_eq!(KeyPath::from_display(&p.to_string()), p);
+        }
     }
 
     #[test]
