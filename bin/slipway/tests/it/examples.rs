@@ -76,9 +76,18 @@ fn quickstart_deploys_each_strategy_under_load_without_a_failed_request() {
         (load.answered() > 500).then_some(())
     });
     // The README's own commands: a canary (the quickstart's strategy), then each other one.
-    let mut took = Vec::new();
+    // The canary without `--json`, as in a CI log: its progress lines carry the analysis.
+    let started = Instant::now();
+    let out = project.run(&["deploy", "--set", "SAMPLE_VERSION=v2"]);
+    let progress = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{progress}");
+    assert!(
+        progress.contains("canary") && progress.contains("vs stable"),
+        "piped progress shows canary against stable: {progress}"
+    );
+    let mut took = vec![("v2", started.elapsed())];
+    assert_eq!(get(&url)["version"], "v2");
     for (args, version) in [
-        (vec!["deploy", "--set", "SAMPLE_VERSION=v2"], "v2"),
         (
             vec![
                 "deploy",

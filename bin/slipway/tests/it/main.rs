@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod driver;
 mod examples;
+mod first_contact;
 mod pipeline;
 mod proxy;
 mod runtime;

@@ -153,6 +153,7 @@ fn a_failing_test_halts_the_run_and_nothing_is_deployed() {
         "{run:#}"
     );
     assert_eq!(step(&run, "build/build/compile")["status"], "succeeded");
+    assert_eq!(step(&run, "build/build/compile")["exit_code"], 0, "{run:#}");
     let failed = step(&run, "test/test/unit tests");
     assert_eq!(failed["exit_code"], 1);
     assert!(
@@ -563,9 +564,62 @@ fn approvals_queues_cancels_freezes_and_a_restart_mid_run() {
         (r["status"] == "waiting").then_some(r)
     });
     assert_eq!(step(&waiting, "deploy/deploy/deploy")["status"], "waiting");
-    // A second production run queues behind it.
+    // It says what it waits for and what to do, in the step and in `pipeline status`.
+    let approve = format!("slipway approve {}", first["run"]);
+    let detail = step(&waiting, "deploy/deploy/deploy")["detail"].to_string();
+    assert!(detail.contains(&approve), "{detail}");
+    let list = project.ok(&["pipeline", "status"]);
+    assert!(list.contains(&approve), "{list}");
+    let one = project.ok(&["pipeline", "status", &first["run"].to_string()]);
+    assert!(one.contains(&approve), "{one}");
+    // A second production run queues behind it, and says so when followed (a rerun of it
+    // used to wait without a word).
     let (_, second) = pipeline_run(&project, "production", &["--ref", &sha, "--no-wait"]);
     assert_eq!(run_status(&project, &second["run"])["status"], "queued");
+    let mut follower = project
+        .command()
+        .args(["pipeline", "rerun", &first["run"].to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = follower.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    let line = wait_for(
+        "the rerun to say what it waits for",
+        Duration::from_secs(30),
+        || {
+            while let Ok(l) = rx.try_recv() {
+                said.push(l);
+            }
+            said.iter()
+                .find(|l| l.contains("waits for approval"))
+                .cloned()
+        },
+    );
+    assert!(line.contains(&approve), "{said:?}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let rerun: String = said
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .expect("the rerun names its run");
+    project.ok(&["pipeline", "cancel", &rerun]);
     // Approving a run that is not waiting is refused with a reason.
     let out = project.run(&["approve", &second["run"].to_string()]);
     assert_eq!(out.status.code(), Some(1));
