@@ -270,7 +270,7 @@ fn the_readme_quickstart_runs_as_written() {
 }
 
 #[test]
-fn the_release_binary_keeps_its_debug_info_beside_it() {
+fn the_release_binary_carries_no_debug_info() {
     let manifest: toml::Table = read(&root().join("Cargo.toml"))
         .parse()
         .expect("Cargo.toml");

@@ -460,7 +460,7 @@ fn one_deployment_at_a_time_and_pause_promote_abort_do_what_they_say() {
     assert!(back["duration_ms"].as_u64().unwrap() < 1000, "{back:#}");
     assert_eq!(get(&url)["version"], "v2");
     let audit = project.ok(&["audit"]);
-    assert!(audit.contains("/abort"), "{audit}");
+    assert!(audit.contains("deploy.abort"), "{audit}");
     // Nothing to control now.
     let out = project.run(&["promote"]);
     assert_eq!(out.status.code(), Some(1));

@@ -290,6 +290,25 @@ fn pipeline_example_runs_its_pipeline_to_staging_then_production() {
     let production = project.json(&["--env", "production", "pipeline", "run", "--ref", "main"]);
     assert_eq!(production["outcome"], "succeeded", "{production:#}");
     assert_eq!(production["commit"], staging["commit"]);
+    // Production's first release is watched for the monitor's window too (it used to return
+    // at once: a first release had no watch).
+    let monitor = |run: &Value| -> Value {
+        run["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["jobs"].as_array().unwrap().clone())
+            .flat_map(|j| j["steps"].as_array().unwrap().clone())
+            .find(|st| st["name"] == "monitor")
+            .expect("a monitor step")
+    };
+    for run in [&staging, &production] {
+        let step = monitor(run);
+        assert!(
+            step["duration_ms"].as_u64().unwrap() >= 9_000,
+            "the 10s window was watched: {step:#}"
+        );
+    }
     project.ok(&["down"]);
     assert_no_process_left(&project);
 }

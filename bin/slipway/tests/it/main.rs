@@ -9,6 +9,7 @@ mod deploy;
 mod driver;
 mod examples;
 mod first_contact;
+mod integrity;
 mod pipeline;
 mod proxy;
 mod runtime;

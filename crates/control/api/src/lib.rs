@@ -252,6 +252,10 @@ pub struct EventsQuery {
 pub struct AuditQuery {
     /// At most this many of the newest (default 100).
     pub limit: Option<u32>,
+    /// Only this environment's records.
+    pub env: Option<String>,
+    /// Only this action, or those starting with a prefix ending in `*` (`deploy.*`).
+    pub action: Option<String>,
 }
 
 /// Body of `POST /v1/annotations`: a note in the event log (a deploy marker, an incident

@@ -8,6 +8,12 @@
 //! | `daemon.json` | the running daemon's pid and API address, removed on a clean stop |
 //! | `daemon.lock` | held (flock) by the running daemon: one daemon per state directory |
 //! | `daemon.log` | the daemon's log when started with `up --detach` |
+//!
+//! The files can be deleted under a running daemon (a `rm -rf .slipway`), so the daemon also
+//! holds an identity that lives outside them: an abstract Unix socket named after the state
+//! directory's absolute path ([`StateDir::claim_owner`]). A client finds the daemon that owns
+//! a state directory through it, files or not ([`StateDir::owner`]), and its pid from the
+//! socket's peer credentials.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -126,6 +132,43 @@ impl StateDir {
         self.root.join("daemon.log")
     }
 
+    /// The name of the abstract socket the owner of this state directory holds: a digest of
+    /// its absolute path, so a deleted and recreated directory has the same one.
+    fn owner_address(&self) -> std::io::Result<std::os::unix::net::SocketAddr> {
+        use sha2::Digest as _;
+        use std::os::linux::net::SocketAddrExt as _;
+        let absolute = std::path::absolute(&self.root)?;
+        let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+        let name = format!("slipway/{}", hex::encode(&digest[..16]));
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+    }
+
+    /// Claims this state directory for the calling process: `Ok(Err(pid))` when another
+    /// process owns it. The claim lasts as long as the listener; connections to it are how
+    /// [`owner`](Self::owner) finds the owner, so the owner must accept them (and may drop
+    /// them at once).
+    pub fn claim_owner(&self) -> std::io::Result<Result<std::os::unix::net::UnixListener, u32>> {
+        let address = self.owner_address()?;
+        match std::os::unix::net::UnixListener::bind_addr(&address) {
+            Ok(l) => Ok(Ok(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                Ok(Err(self.owner().unwrap_or(0)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pid of the process that owns this state directory, if one does (whether or not
+    /// the directory still exists).
+    pub fn owner(&self) -> Option<u32> {
+        let address = self.owner_address().ok()?;
+        let stream = std::os::unix::net::UnixStream::connect_addr(&address).ok()?;
+        let cred =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()?;
+        u32::try_from(cred.pid()).ok()
+    }
+
     /// Reads `daemon.json`; `None` when no daemon has announced itself.
     pub fn daemon_info(&self) -> Result<Option<DaemonInfo>, StateDirError> {
         let path = self.daemon_file();
@@ -232,6 +275,23 @@ mod tests {
             state.read_token(),
             Err(StateDirError::TokenExposed { .. })
         ));
+    }
+
+    #[test]
+    fn one_owner_per_state_directory_found_without_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join(".slipway"));
+        assert_eq!(state.owner(), None);
+        let listener = state.claim_owner().unwrap().expect("nobody owns it yet");
+        listener.set_nonblocking(true).unwrap();
+        assert_eq!(state.owner(), Some(std::process::id()));
+        // A second claim names the owner.
+        assert_eq!(state.claim_owner().unwrap().err(), Some(std::process::id()));
+        // Another directory is another identity.
+        let other = StateDir::new(dir.path().join("other"));
+        assert_eq!(other.owner(), None);
+        drop(listener);
+        assert_eq!(state.owner(), None, "the claim ends with its listener");
     }
 
     #[test]

@@ -55,8 +55,11 @@ pub struct DeployRequest {
     pub smoke: Option<crate::smoke::SmokePlan>,
     /// How long to watch the release after the switch, instead of its services' own watch.
     pub watch: Option<std::time::Duration>,
-    /// Deploy even when the environment is frozen.
+    /// An admin's override of the environment's gates (freeze, `requires`, approval); the
+    /// gates it goes past are recorded.
     pub force: bool,
+    /// Who approved this deploy, where a person did (a pipeline run's `slipway approve`).
+    pub approved_by: Option<String>,
     /// The commit, when a pipeline run deploys one.
     pub commit: Option<crate::release::Commit>,
 }
@@ -102,6 +105,9 @@ pub enum DeployError {
     /// Not possible in the current state.
     #[error("{0}")]
     Conflict(String),
+    /// A gate of the environment holds it back.
+    #[error(transparent)]
+    Refused(#[from] crate::policy::Refusal),
     /// The store failed.
     #[error("the state store failed")]
     Store(#[from] StoreError),
@@ -234,12 +240,28 @@ impl Engine {
         let store = &self.inner.store;
         let env_state = store.environment_state(&req.environment).await?;
         let data = EnvironmentData::from_value(&env_state.data);
-        if let Some(f) = data.freeze.as_ref().filter(|_| !req.force) {
-            return Err(DeployError::Conflict(format!(
-                "deploys to `{}` are frozen by {}: {} (`slipway unfreeze {}` lifts it; `--force` deploys anyway)",
-                req.environment, f.by, f.reason, req.environment
-            )));
-        }
+        let version = req
+            .version
+            .clone()
+            .unwrap_or_else(|| code_version(&req.config.dir));
+        let admission = crate::policy::admit(
+            store.as_ref(),
+            crate::policy::Ask {
+                environment: &req.environment,
+                gate: &req.config.gate,
+                change: crate::policy::Change::Deploy {
+                    version: &version,
+                    commit: req.commit.as_ref().map(|c| c.sha.as_str()),
+                },
+                approved_by: req.approved_by.as_deref(),
+                force: req.force,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            crate::policy::PolicyError::Refused(r) => DeployError::Refused(r),
+            crate::policy::PolicyError::Store(s) => DeployError::Store(s),
+        })?;
         if let Some(k) = req.unset.iter().find(|k| !data.overrides.contains_key(*k)) {
             let set: Vec<&str> = data.overrides.keys().map(String::as_str).collect();
             return Err(DeployError::Invalid(format!(
@@ -266,10 +288,6 @@ impl Engine {
             Some(n) => Some(self.load(&req.environment, n).await?),
             None => None,
         };
-        let version = req
-            .version
-            .clone()
-            .unwrap_or_else(|| code_version(&req.config.dir));
         let description = req
             .message
             .clone()
@@ -288,6 +306,8 @@ impl Engine {
             strategy: req.strategy,
             smoke: req.smoke.clone(),
             watch: req.watch,
+            forced: admission.forced.clone(),
+            gates: admission.passed.clone(),
             ..Default::default()
         };
         for (name, spec) in &snapshot.config.services {
@@ -346,6 +366,7 @@ impl Engine {
                 "deployment": deployment.id, "release": new.release.id,
                 "from": current.as_ref().map(|c| c.release.id.clone()),
                 "version": new.release.version, "actor": req.actor,
+                "gates": admission.passed, "forced": admission.forced,
             })),
         )
         .await;
@@ -486,6 +507,38 @@ impl Engine {
         action: Action,
         actor: &str,
     ) -> Result<DeploymentRecord, DeployError> {
+        // `resume` only ends a `slipway pause`: a pause that waits for a decision (a pause
+        // step, an analysis that stayed inconclusive) is not lifted by it, so say so.
+        if action == Action::Resume
+            && let Some(d) = self
+                .inner
+                .store
+                .active_deployments()
+                .await?
+                .into_iter()
+                .find(|d| d.environment == environment)
+        {
+            let state: DeploymentState =
+                serde_json::from_value(d.state.clone()).unwrap_or_default();
+            if d.status != status::PAUSED {
+                return Err(DeployError::Conflict(format!(
+                    "deployment {} is not paused (it is {}); `slipway pause` stops its clock",
+                    d.id, d.status
+                )));
+            }
+            if state.needs_promotion {
+                let why = state.paused.unwrap_or_default();
+                let what = if why.contains("slipway promote") {
+                    String::new()
+                } else {
+                    "; `slipway promote` lets it go on, `slipway abort` rolls it back".into()
+                };
+                return Err(DeployError::Conflict(format!(
+                    "deployment {} waits for a decision, not a resume: {why}{what}",
+                    d.id
+                )));
+            }
+        }
         let id = {
             let running = lock(&self.inner.running);
             let Some((id, handle)) = running.iter().find(|(_, h)| h.environment == environment)
@@ -680,6 +733,18 @@ impl Engine {
             };
             let state: DeploymentState =
                 serde_json::from_value(d.state.clone()).unwrap_or_default();
+            // A committed deploy keeps the release it replaced warm while it watches: a breach
+            // goes back to it at once.
+            if state.committed
+                && d.kind == KIND_DEPLOY
+                && let Some(old) = &old
+            {
+                for (name, spec) in &old.snapshot.config.services {
+                    let _ = platform
+                        .ensure_set(&old.snapshot.config, &old.release, name, spec.replicas)
+                        .await;
+                }
+            }
             for (name, p) in &state.services {
                 let wanted = if d.kind == KIND_ROLLBACK {
                     new.service(name).map_or(0, |s| s.replicas)
@@ -1023,11 +1088,9 @@ async fn forward(run: &Arc<Run>, recover: bool) -> Result<(), Stop> {
         return finish::first_release(run).await;
     }
     if state.committed {
-        return if recover {
-            finish::finish(run).await
-        } else {
-            finish::after_commit(run).await
-        };
+        // Committed: the new release is the current one. What is left is the watch (with the
+        // time it had left, `watch_until_ms` being persisted) and the finishing step.
+        return finish::after_commit(run).await;
     }
     if recover {
         return Err(Stop::Failed(

@@ -127,12 +127,23 @@ pub(crate) async fn first_release(run: &Run) -> Result<(), Stop> {
         })
         .await?;
     }
-    if problems.is_empty() {
-        end(run, status::SUCCEEDED, None).await
-    } else {
+    if !problems.is_empty() {
         problems.dedup();
-        end(run, status::FAILED, Some(problems.join("; "))).await
+        return end(run, status::FAILED, Some(problems.join("; "))).await;
     }
+    // Watched like any release, against its absolute limits (there is no earlier release to
+    // compare with, nor to go back to: a breach fails it and it keeps running).
+    if let Some(breach) = watch(run).await? {
+        return end(
+            run,
+            status::FAILED,
+            Some(format!(
+                "{breach} (the environment's first release: nothing to go back to, it keeps running)"
+            )),
+        )
+        .await;
+    }
+    end(run, status::SUCCEEDED, None).await
 }
 
 /// Ends the deployment with a final status.
@@ -159,6 +170,14 @@ pub(crate) async fn end(run: &Run, final_status: &str, reason: Option<String>) -
         Some(r) => format!("{what} {final_status} in {took}ms: {r}"),
         None => format!("{what} {final_status} in {took}ms"),
     };
+    // The calls that started it (or rolled it back) get its outcome in the audit log.
+    if let Err(e) = run
+        .store
+        .complete_audit(&format!("deployment-{}", run.id), final_status)
+        .await
+    {
+        tracing::warn!(deployment = run.id, error = %e, "cannot complete the audit record");
+    }
     run.event(
         kind,
         message,
@@ -194,7 +213,7 @@ async fn watch(run: &Run) -> Result<Option<String>, Stop> {
         .cloned()
         .collect();
     let longest = services.iter().map(watch_of).max().unwrap_or_default();
-    if longest.is_zero() || run.old.is_none() {
+    if longest.is_zero() {
         return Ok(None);
     }
     let until = run
@@ -359,6 +378,27 @@ async fn rolling_back(
         s.reverted_in_ms = reverted_in_ms;
     })
     .await?;
+    // A person's abort is in the audit log already; a rollback the control plane decided on
+    // (a failed analysis, a watch breach, a restart mid-deploy) is its own act.
+    if run.controls.borrow().abort.is_none() {
+        let entry = slipway_store::NewAudit {
+            actor: "system".into(),
+            action: "deploy.rollback".into(),
+            environment: Some(run.environment.clone()),
+            target: format!(
+                "deployment {} (deploy of {}, back to {})",
+                run.id, run.new.release.id, old.release.id
+            ),
+            reason: Some(reason.to_string()),
+            subject: Some(format!("deployment-{}", run.id)),
+            outcome: "started".into(),
+            details: json!({ "automatic": true }),
+            ..Default::default()
+        };
+        if let Err(e) = run.store.append_audit(entry).await {
+            tracing::warn!(deployment = run.id, error = %e, "cannot audit the rollback");
+        }
+    }
     run.event(
         "deploy.rolling_back",
         format!("rolling back to {}: {reason}", old.release.id),
@@ -451,10 +491,15 @@ async fn service_back(run: &Run, old: &Loaded, name: &str) -> Result<(), Stop> {
             let deadline = Instant::now() + old.snapshot.config.deploy.timeout.std();
             loop {
                 let sets = run.platform.sets(&run.environment).await;
+                // Ready, or certain never to be (it cannot start, or crash-loops).
                 let ready = sets
                     .iter()
                     .find(|s| s.service == name && s.release == old.release.id)
-                    .is_some_and(|s| s.ready >= spec.replicas || s.failed.is_some());
+                    .is_some_and(|s| {
+                        s.ready >= spec.replicas
+                            || s.failed.is_some()
+                            || matches!(s.state.as_str(), "crashlooping" | "failed")
+                    });
                 if ready || Instant::now() >= deadline || run.shutdown.is_cancelled() {
                     break;
                 }

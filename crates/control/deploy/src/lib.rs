@@ -19,6 +19,7 @@ pub mod analysis;
 pub mod engine;
 mod finish;
 pub mod platform;
+pub mod policy;
 pub mod record;
 pub mod release;
 mod run;

@@ -61,6 +61,10 @@ pub struct DeploymentState {
     pub switched_ms: Option<i64>,
     /// Why it is paused, while it is.
     pub paused: Option<String>,
+    /// The pause is for `slipway promote` (a pause step, an analysis that stayed
+    /// inconclusive), not for `slipway resume`.
+    #[serde(default)]
+    pub needs_promotion: bool,
     /// Asked to skip the remaining steps (`promote --full`).
     pub skip_steps: bool,
     /// The watch ends at this time (Unix milliseconds).
@@ -81,6 +85,12 @@ pub struct DeploymentState {
     /// How long to watch after the switch, instead of each service's `analysis.watch`.
     #[serde(default)]
     pub watch: Option<std::time::Duration>,
+    /// The environment's gates an admin's `--force` went past.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced: Vec<String>,
+    /// The gates it passed, for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<String>,
 }
 
 /// One service's progress.

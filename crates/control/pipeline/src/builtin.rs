@@ -367,6 +367,7 @@ async fn deploy(
         actor: format!("pipeline run {}", exec.record.id),
         secrets: Default::default(),
         force: false,
+        approved_by: lock(&exec.state).approved_by.clone(),
         commit: Some(slipway_deploy::Commit {
             sha: exec.record.commit.clone(),
             git_ref: exec.record.git_ref.clone(),
@@ -522,7 +523,19 @@ async fn monitor(exec: &Exec, _with: &MonitorWith, who: &str) -> StepEnd {
     };
     match d {
         Ok(d) if d.status == "succeeded" => {
-            StepEnd::ok(format!("deployment {id} held up through its watch"))
+            let state: slipway_deploy::DeploymentState =
+                serde_json::from_value(d.state.clone()).unwrap_or_default();
+            match state.watch_until_ms {
+                Some(until) => StepEnd::ok(format!(
+                    "deployment {id} held up through its watch (until {})",
+                    jiff::Timestamp::from_millisecond(until)
+                        .map(|t| t.strftime("%H:%M:%S").to_string())
+                        .unwrap_or_default()
+                )),
+                None => StepEnd::ok(format!(
+                    "deployment {id} succeeded; it had no post-deploy watch (no `window`, no `analysis.watch`)"
+                )),
+            }
         }
         Ok(d) => StepEnd::failed(format!(
             "deployment {id} {}: {}",

@@ -110,6 +110,9 @@ impl Exec {
             .await
         {
             Ok(r) => {
+                if finished {
+                    crate::runner::complete_audit(self.pipelines.inner.store.as_ref(), &r).await;
+                }
                 let pipeline = lock(&self.pipeline).clone();
                 if let Some(p) = pipeline {
                     crate::webhook::post(&self.pipelines.inner, &p, &r).await;

@@ -330,6 +330,7 @@ impl Pipelines {
                 },
             )
             .await?;
+        complete_audit(self.inner.store.as_ref(), &updated).await;
         let level = if final_status == status::FAILED {
             EventLevel::Warning
         } else {
@@ -664,6 +665,16 @@ pub(crate) fn kind(action: &Action) -> &'static str {
 }
 
 /// Runs that ended for a commit in an environment.
+/// Writes a run's final outcome into the audit records of the calls that started it.
+pub(crate) async fn complete_audit(store: &dyn Store, run: &RunRecord) {
+    if let Err(e) = store
+        .complete_audit(&format!("run-{}", run.id), &run.status)
+        .await
+    {
+        tracing::warn!(run = run.id, error = %e, "cannot complete the run's audit record");
+    }
+}
+
 pub(crate) async fn green(
     store: &dyn Store,
     environment: &str,

@@ -49,7 +49,9 @@ pub enum DaemonError {
         /// The state directory.
         state_dir: PathBuf,
         /// What it announced, if readable.
-        info: Option<DaemonInfo>,
+        info: Option<Box<DaemonInfo>>,
+        /// Its pid, from the state directory's ownership socket.
+        pid: Option<u32>,
     },
     /// The project file has errors.
     #[error("the project file is invalid")]
@@ -118,9 +120,30 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     if lock.try_lock().is_err() {
         return Err(DaemonError::AlreadyRunning {
             state_dir: state_dir.root().to_path_buf(),
-            info: state_dir.daemon_info().ok().flatten(),
+            info: state_dir.daemon_info().ok().flatten().map(Box::new),
+            pid: state_dir.owner(),
         });
     }
+    // The identity outside the files: a control plane whose state directory was deleted
+    // still holds it, so a second one for the same project is refused, not doubled.
+    let owner = match state_dir.claim_owner() {
+        Ok(Ok(listener)) => listener,
+        Ok(Err(pid)) => {
+            return Err(DaemonError::AlreadyRunning {
+                state_dir: state_dir.root().to_path_buf(),
+                info: None,
+                pid: Some(pid),
+            });
+        }
+        Err(source) => {
+            return Err(DaemonError::StateDir(StateDirError::Io {
+                path: state_dir.root().to_path_buf(),
+                source,
+            }));
+        }
+    };
+    hold_ownership(owner);
+    let lock_identity = file_identity(&lock);
 
     let store = SqliteStore::open(&state_dir.database())
         .await
@@ -246,12 +269,70 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     // What ran before this start comes back first (instances are adopted, interrupted
     // deployments resumed or rolled back); only then does the route sync run, so the proxy
     // keeps serving its last table meanwhile.
+    // Every environment that ran something comes back, not only the one `up` was asked for:
+    // a restart must not leave production without instances until someone touches it.
     crate::deploys::ensure_restored(&app, &applied.environment).await;
+    match store.live_environments().await {
+        Ok(live) => {
+            for env in live.iter().filter(|e| **e != applied.environment) {
+                crate::deploys::ensure_restored(&app, env).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list the environments to bring back"),
+    }
     workloads.start_route_sync();
+    let audit = |action: &str, target: String, subject: Option<String>, outcome: &str, reason| {
+        slipway_store::NewAudit {
+            actor: "system".into(),
+            action: action.into(),
+            environment: Some(applied.environment.clone()),
+            target,
+            reason,
+            subject,
+            outcome: outcome.into(),
+            details: json!({ "generation": applied.generation, "changed": applied.changed }),
+            ..Default::default()
+        }
+    };
+    let mut entries = vec![audit(
+        "config.apply",
+        format!("generation {}", applied.generation),
+        None,
+        "succeeded",
+        Some("slipway up started the control plane".to_string()),
+    )];
     match crate::deploys::deploy_if_changed(&app, &project, &applied, "slipway up").await {
-        Ok(Some(d)) => tracing::info!(deployment = d.id, "deploying the project file"),
+        Ok(Some(d)) => {
+            tracing::info!(deployment = d.id, "deploying the project file");
+            entries.push(audit(
+                "deploy.start",
+                format!("deployment {} (deploy of r{})", d.id, d.release),
+                Some(format!("deployment-{}", d.id)),
+                "started",
+                Some("the project file changed since the last deploy".to_string()),
+            ));
+        }
         Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "the project file was not deployed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "the project file was not deployed");
+            entries.push(audit(
+                "deploy.start",
+                format!("environment {}", applied.environment),
+                None,
+                "refused",
+                Some(e.to_string()),
+            ));
+        }
+    }
+    for entry in entries {
+        let subject = entry.subject.clone();
+        store
+            .append_audit(entry)
+            .await
+            .map_err(DaemonError::Store)?;
+        if let Some(subject) = subject {
+            crate::http::settle_audit(store.as_ref(), &subject).await;
+        }
     }
     if let Err(e) = pipelines.recover().await {
         tracing::warn!(error = %e, "cannot recover pipeline runs");
@@ -269,6 +350,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .map_err(DaemonError::StateDir)?;
     tracing::info!(%bound, state_dir = %state_dir.root().display(), "control plane listening");
 
+    watch_state_dir(&app, &state_dir, lock_identity, shutdown.clone());
     let signals = shutdown.clone();
     let signal_app = app.clone();
     tokio::spawn(async move {
@@ -316,6 +398,64 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     state_dir.remove_daemon_info();
     drop(lock);
     Ok(())
+}
+
+/// Answers connections to the ownership socket (a client asking who owns the state directory
+/// learns it from the connection itself) for as long as the process lives.
+fn hold_ownership(listener: std::os::unix::net::UnixListener) {
+    std::thread::Builder::new()
+        .name("state-dir-owner".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                drop(conn);
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot answer ownership checks"));
+}
+
+/// Device and inode of an open file.
+fn file_identity(file: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// How often the daemon checks that its state directory is still its own.
+const STATE_DIR_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Stops the control plane, and everything it runs, when its state directory is deleted or
+/// replaced under it (`rm -rf .slipway`): its records are gone, so nothing it runs could be
+/// found again, and leaving them would orphan them.
+fn watch_state_dir(
+    app: &Arc<AppState>,
+    state_dir: &StateDir,
+    lock: Option<(u64, u64)>,
+    shutdown: CancellationToken,
+) {
+    let app = app.clone();
+    let path = state_dir.lock_file();
+    let root = state_dir.root().to_path_buf();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STATE_DIR_CHECK) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let now = std::fs::File::open(&path)
+                .ok()
+                .and_then(|f| file_identity(&f));
+            if now.is_some() && now == lock {
+                continue;
+            }
+            tracing::error!(
+                state_dir = %root.display(),
+                "the state directory was deleted or replaced while the control plane ran; stopping it and every instance it runs (their records are gone)"
+            );
+            app.stop_workloads.store(true, Ordering::SeqCst);
+            shutdown.cancel();
+            return;
+        }
+    });
 }
 
 /// The workloads of this project: the local-process driver with instance directories in the

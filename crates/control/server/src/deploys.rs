@@ -180,6 +180,7 @@ pub(crate) async fn deploy_if_changed(
         smoke: None,
         watch: None,
         force: false,
+        approved_by: None,
         commit: None,
     };
     start(app, project, applied, request).await.map(Some)

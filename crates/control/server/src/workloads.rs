@@ -281,24 +281,29 @@ impl Platform for Workloads {
         service: &str,
         plan: Option<ServiceTraffic>,
     ) -> Result<(), PlatformError> {
-        {
+        let key = (environment.to_string(), service.to_string());
+        let before = {
             let mut plans = plans_lock(&self.plans);
-            let key = (environment.to_string(), service.to_string());
             match plan {
-                Some(p) => {
-                    plans.insert(key, p);
-                }
-                None => {
-                    plans.remove(&key);
-                }
+                Some(p) => plans.insert(key.clone(), p),
+                None => plans.remove(&key),
             }
-        }
+        };
         // The proxy may be restarting (it is back within milliseconds): try for a while.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match self.sync_routes().await {
                 Ok(()) => return Ok(()),
-                Err(e @ crate::dataplane::SyncError::Refused(_)) => return Err(err(e)),
+                // The proxy cannot serve it (a port in use): the plan goes back to what it
+                // was, or every later push would carry it and be refused too.
+                Err(e @ crate::dataplane::SyncError::Refused(_)) => {
+                    let mut plans = plans_lock(&self.plans);
+                    match before {
+                        Some(p) => plans.insert(key, p),
+                        None => plans.remove(&key),
+                    };
+                    return Err(err(e));
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(err(e)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }

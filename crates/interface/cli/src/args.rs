@@ -97,12 +97,18 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// The audit log: who changed what, and how it ended.
-    #[command(after_help = "Examples:\n  slipway audit\n  slipway audit --json --limit 1000")]
+    /// The audit log: who did what to which environment, why, and how it ended.
+    #[command(
+        after_help = "Examples:\n  slipway audit\n  slipway --env production audit --action 'deploy.*'\n  slipway audit --json --limit 1000"
+    )]
     Audit {
         /// How many of the newest records.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only this action, or every action starting with a prefix: `deploy.*`,
+        /// `environment.freeze`, `pipeline.approve`.
+        #[arg(long)]
+        action: Option<String>,
     },
     /// Add a note to the event log (a marker for incidents and dashboards).
     #[command(after_help = "Examples:\n  slipway annotate \"moved DNS to the new load balancer\"")]

@@ -19,6 +19,14 @@ pub(crate) struct Client {
 }
 
 fn not_running(state: &StateDir) -> CliError {
+    // Its files may be gone while its processes are not (a deleted state directory).
+    if let Some(lost) = crate::commands::daemon::lost(state) {
+        return CliError::new(format!(
+            "the control plane's files in {} are gone, but {lost}",
+            state.root().display()
+        ))
+        .hint("`slipway down` stops them; then `slipway up` starts afresh");
+    }
     CliError::new(format!(
         "the control plane is not running for {}",
         state.root().display()

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::{
-    DeploymentUpdate, EnvironmentState, EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent,
-    NewRelease, NewRun, RunQuery, RunUpdate, Store, StoreError,
+    AuditQuery, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery, NewAudit,
+    NewDeployment, NewEvent, NewRelease, NewRun, RunQuery, RunUpdate, Store, StoreError,
 };
 
 /// Generates one test per contract case for a store factory.
@@ -29,6 +29,8 @@ macro_rules! store_contract_tests {
             events_filter_by_environment,
             subscribers_see_appended_events,
             audit_reads_back_the_newest,
+            audit_filters_by_environment_and_action_and_completes_once,
+            live_environments_are_those_with_a_release_or_a_deployment,
             applied_configs_count_generations,
             meta_round_trips,
             schema_version_is_current,
@@ -165,22 +167,155 @@ pub async fn audit_reads_back_the_newest(store: Arc<dyn Store>) {
         store
             .append_audit(NewAudit {
                 actor: "admin".into(),
-                action: "POST /v1/annotations".into(),
+                action: "annotation.add".into(),
                 target: format!("/v1/annotations/{n}"),
-                outcome: "200".into(),
+                outcome: "succeeded".into(),
                 details: json!({ "n": n }),
+                ..Default::default()
             })
             .await
             .unwrap();
     }
-    let last = store.audit(2).await.unwrap();
+    let last = store
+        .audit(&AuditQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(last.len(), 2);
     assert_eq!(last[0].details["n"], 3);
     assert_eq!(last[1].details["n"], 4);
     assert_eq!(last[1].actor, "admin");
-    assert_eq!(last[1].action, "POST /v1/annotations");
-    assert_eq!(last[1].outcome, "200");
+    assert_eq!(last[1].action, "annotation.add");
+    assert_eq!(last[1].outcome, "succeeded");
     assert!(last[1].id > last[0].id);
+}
+
+/// Audit records filter by environment and by action (a name, or a `prefix*`), keep what
+/// they were given, and take a final outcome once.
+pub async fn audit_filters_by_environment_and_action_and_completes_once(store: Arc<dyn Store>) {
+    let row = |action: &str, env: Option<&str>, subject: Option<&str>, outcome: &str| NewAudit {
+        actor: "admin".into(),
+        action: action.into(),
+        environment: env.map(str::to_string),
+        target: "t".into(),
+        reason: Some(format!("why {action}")),
+        request_id: Some("req-1".into()),
+        subject: subject.map(str::to_string),
+        outcome: outcome.into(),
+        details: json!({}),
+    };
+    store
+        .append_audit(row(
+            "environment.freeze",
+            Some("production"),
+            None,
+            "succeeded",
+        ))
+        .await
+        .unwrap();
+    store
+        .append_audit(row(
+            "deploy.start",
+            Some("production"),
+            Some("deployment-7"),
+            "started",
+        ))
+        .await
+        .unwrap();
+    store
+        .append_audit(row(
+            "deploy.start",
+            Some("staging"),
+            Some("deployment-8"),
+            "started",
+        ))
+        .await
+        .unwrap();
+    store
+        .append_audit(row("deployment_x", Some("production"), None, "succeeded"))
+        .await
+        .unwrap();
+    let query = |env: Option<&str>, action: Option<&str>| AuditQuery {
+        limit: 100,
+        environment: env.map(str::to_string),
+        action: action.map(str::to_string),
+    };
+    let prod = store.audit(&query(Some("production"), None)).await.unwrap();
+    assert_eq!(prod.len(), 3);
+    let deploys = store
+        .audit(&query(Some("production"), Some("deploy.*")))
+        .await
+        .unwrap();
+    assert_eq!(
+        deploys.len(),
+        1,
+        "`_` in a name is not a wildcard: {deploys:?}"
+    );
+    assert_eq!(deploys[0].reason.as_deref(), Some("why deploy.start"));
+    assert_eq!(deploys[0].request_id.as_deref(), Some("req-1"));
+    assert_eq!(deploys[0].outcome, "started");
+    assert!(deploys[0].completed.is_none());
+    let exact = store
+        .audit(&query(None, Some("environment.freeze")))
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1);
+    assert_eq!(
+        store
+            .complete_audit("deployment-7", "rolled_back")
+            .await
+            .unwrap(),
+        1
+    );
+    // Once only.
+    assert_eq!(
+        store
+            .complete_audit("deployment-7", "succeeded")
+            .await
+            .unwrap(),
+        0
+    );
+    let done = store
+        .audit(&query(Some("production"), Some("deploy.*")))
+        .await
+        .unwrap();
+    assert_eq!(done[0].outcome, "rolled_back");
+    assert!(done[0].completed.is_some());
+    let other = store
+        .audit(&query(Some("staging"), Some("deploy.start")))
+        .await
+        .unwrap();
+    assert_eq!(other[0].outcome, "started", "another subject is untouched");
+}
+
+/// Environments with a current release or a deployment going are live; others are not.
+pub async fn live_environments_are_those_with_a_release_or_a_deployment(store: Arc<dyn Store>) {
+    assert!(store.live_environments().await.unwrap().is_empty());
+    store
+        .create_deployment(new_deployment("production", 1))
+        .await
+        .unwrap();
+    store
+        .set_environment_state(
+            "staging",
+            &EnvironmentState {
+                current_release: Some(1),
+                previous_release: None,
+                data: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_environment_state("qa", &EnvironmentState::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_environments().await.unwrap(),
+        vec!["production".to_string(), "staging".to_string()]
+    );
 }
 
 /// Applying a configuration again bumps its generation and replaces the snapshot.

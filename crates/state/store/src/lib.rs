@@ -195,18 +195,40 @@ pub struct EventQuery {
 }
 
 /// An audit record to append.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewAudit {
-    /// Who (a token's name, or `anonymous`).
+    /// Who (a token's name, `system` for what the control plane does on its own, or
+    /// `anonymous`).
     pub actor: String,
-    /// What, such as `POST /v1/annotations`.
+    /// What, as a dotted verb: `deploy.start`, `environment.freeze`, `pipeline.approve`.
     pub action: String,
-    /// On what.
+    /// The environment it is about, if any.
+    pub environment: Option<String>,
+    /// On what (`deployment 20`, `r3`, `run 12`, a route).
     pub target: String,
-    /// How it ended (an HTTP status, `ok`, `denied`…).
+    /// Why, as the actor said (`--reason`), or as the control plane decided.
+    pub reason: Option<String>,
+    /// The API request it came from.
+    pub request_id: Option<String>,
+    /// What a later outcome completes it by (`deployment-20`, `run-12`), for work that ends
+    /// after the call returns.
+    pub subject: Option<String>,
+    /// How it ended: `succeeded`, `refused`, `denied`, `failed`, or `started` until the work
+    /// it started ends (see [`Store::complete_audit`]).
     pub outcome: String,
     /// Structured details; never secret values.
     pub details: serde_json::Value,
+}
+
+/// Which audit records to read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditQuery {
+    /// At most this many, the newest.
+    pub limit: u32,
+    /// Only this environment's.
+    pub environment: Option<String>,
+    /// Only these actions: a name, or a prefix ending in `*` (`deploy.*`).
+    pub action: Option<String>,
 }
 
 /// An audit record.
@@ -222,10 +244,26 @@ pub struct AuditEntry {
     pub actor: String,
     /// What.
     pub action: String,
+    /// The environment.
+    #[serde(default)]
+    pub environment: Option<String>,
     /// On what.
     pub target: String,
-    /// How it ended.
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The API request.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// What a later outcome completes it by.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// How it ended: the final outcome once the work it started ended.
     pub outcome: String,
+    /// When the final outcome was written, for work that ended after the call.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub completed: Option<Timestamp>,
     /// Details.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
@@ -453,8 +491,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an audit record.
     async fn append_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError>;
 
-    /// Reads the newest `limit` audit records, oldest first.
-    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Reads the newest audit records that match, oldest first, each with its final outcome.
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Writes the final outcome of the audit records about `subject` still `started` (a
+    /// deployment or run that ended). Each record gets one, once.
+    async fn complete_audit(&self, subject: &str, outcome: &str) -> Result<u64, StoreError>;
 
     /// Records the configuration applied to an environment, returning it with its generation.
     async fn record_applied(
@@ -525,6 +567,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deployments still holding their environment, oldest first.
     async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+
+    /// Environments that run something: a current release, or a deployment going.
+    async fn live_environments(&self) -> Result<Vec<String>, StoreError>;
 
     /// An environment's state (the default when nothing was recorded).
     async fn environment_state(&self, environment: &str) -> Result<EnvironmentState, StoreError>;

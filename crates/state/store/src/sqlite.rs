@@ -15,9 +15,9 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::{
-    AppliedConfig, AuditEntry, DeploymentRecord, DeploymentUpdate, EnvironmentState, Event,
-    EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent, NewRelease, NewRun, ReleaseRecord,
-    RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
+    AppliedConfig, AuditEntry, AuditQuery, DeploymentRecord, DeploymentUpdate, EnvironmentState,
+    Event, EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent, NewRelease, NewRun,
+    ReleaseRecord, RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -228,13 +228,17 @@ impl Store for SqliteStore {
     async fn append_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
         let time_ms = now_ms();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit (time_ms, actor, action, target, outcome, details) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO audit (time_ms, actor, action, environment, target, reason, request_id, \
+             subject, outcome, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(time_ms)
         .bind(&entry.actor)
         .bind(&entry.action)
+        .bind(&entry.environment)
         .bind(&entry.target)
+        .bind(&entry.reason)
+        .bind(&entry.request_id)
+        .bind(&entry.subject)
         .bind(&entry.outcome)
         .bind(json_text(&entry.details))
         .fetch_one(&self.pool)
@@ -245,32 +249,83 @@ impl Store for SqliteStore {
             time: millis_to_time(time_ms),
             actor: entry.actor,
             action: entry.action,
+            environment: entry.environment,
             target: entry.target,
+            reason: entry.reason,
+            request_id: entry.request_id,
+            subject: entry.subject,
             outcome: entry.outcome,
+            completed: None,
             details: entry.details,
         })
     }
 
-    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM (SELECT * FROM audit ORDER BY id DESC LIMIT ?) ORDER BY id")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_error("reading the audit log"))?;
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let action = query.action.as_deref().map(|a| match a.strip_suffix('*') {
+            // A prefix: `deploy.*` is every action starting with `deploy.` (LIKE's own
+            // wildcards in the name are escaped).
+            Some(prefix) => (
+                format!(
+                    "{}%",
+                    prefix
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                ),
+                true,
+            ),
+            None => (a.to_string(), false),
+        });
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT a.*, o.outcome AS final_outcome, o.time_ms AS final_ms \
+             FROM audit a LEFT JOIN audit_outcomes o ON o.audit_id = a.id \
+             WHERE (?1 IS NULL OR a.environment = ?1) \
+               AND (?2 IS NULL OR (?3 AND a.action LIKE ?2 ESCAPE '\\') OR (NOT ?3 AND a.action = ?2)) \
+             ORDER BY a.id DESC LIMIT ?4) ORDER BY id",
+        )
+        .bind(&query.environment)
+        .bind(action.as_ref().map(|(a, _)| a.clone()))
+        .bind(action.as_ref().is_some_and(|(_, prefix)| *prefix))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the audit log"))?;
         rows.iter()
             .map(|row| {
+                let final_outcome: Option<String> = row.get("final_outcome");
+                let final_ms: Option<i64> = row.get("final_ms");
                 Ok(AuditEntry {
                     id: row.get("id"),
                     time: millis_to_time(row.get("time_ms")),
                     actor: row.get("actor"),
                     action: row.get("action"),
+                    environment: row.get("environment"),
                     target: row.get("target"),
-                    outcome: row.get("outcome"),
+                    reason: row.get("reason"),
+                    request_id: row.get("request_id"),
+                    subject: row.get("subject"),
+                    outcome: final_outcome.unwrap_or_else(|| row.get("outcome")),
+                    completed: final_ms.map(millis_to_time),
                     details: parse_json(row.get("details"), "audit details")?,
                 })
             })
             .collect()
+    }
+
+    async fn complete_audit(&self, subject: &str, outcome: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO audit_outcomes (audit_id, time_ms, outcome) \
+             SELECT a.id, ?, ? FROM audit a \
+             WHERE a.subject = ? AND a.outcome = 'started' \
+               AND NOT EXISTS (SELECT 1 FROM audit_outcomes o WHERE o.audit_id = a.id)",
+        )
+        .bind(now_ms())
+        .bind(outcome)
+        .bind(subject)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("completing audit records"))?;
+        Ok(done.rows_affected())
     }
 
     async fn record_applied(
@@ -537,6 +592,16 @@ impl Store for SqliteStore {
         .iter()
         .map(deployment_from_row)
         .collect()
+    }
+
+    async fn live_environments(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT environment FROM environment_state WHERE current_release IS NOT NULL \
+             UNION SELECT environment FROM deployments WHERE active = 1 ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading which environments run"))
     }
 
     async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {

@@ -61,7 +61,24 @@ async fn logs_are_append_only() {
             target: "/x".into(),
             outcome: "200".into(),
             details: serde_json::json!({}),
+            ..Default::default()
         })
+        .await
+        .unwrap();
+    store
+        .append_audit(slipway_store::NewAudit {
+            actor: "admin".into(),
+            action: "deploy.start".into(),
+            target: "deployment 1".into(),
+            subject: Some("deployment-1".into()),
+            outcome: "started".into(),
+            details: serde_json::json!({}),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .complete_audit("deployment-1", "succeeded")
         .await
         .unwrap();
     store.close().await;
@@ -71,10 +88,16 @@ async fn logs_are_append_only() {
         "DELETE FROM events",
         "UPDATE audit SET actor = 'x'",
         "DELETE FROM audit",
+        "DELETE FROM audit_outcomes",
     ] {
         let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
+    let err = sqlx::query("UPDATE audit_outcomes SET outcome = 'failed'")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("written once"), "{err}");
 }
 
 #[tokio::test]

@@ -302,7 +302,8 @@ async fn bake(
 async fn wait_for_person(run: &Run, why: &str, promotion_needed: bool) -> Result<(), Stop> {
     let seen = run.controls.borrow().promotions;
     run.persist(Some(status::PAUSED), None, |s| {
-        s.paused = Some(why.to_string())
+        s.paused = Some(why.to_string());
+        s.needs_promotion = promotion_needed;
     })
     .await?;
     run.info("deploy.paused", why.to_string(), json!({})).await;
@@ -314,8 +315,11 @@ async fn wait_for_person(run: &Run, why: &str, promotion_needed: bool) -> Result
             break;
         }
     }
-    run.persist(Some(status::RUNNING), None, |s| s.paused = None)
-        .await?;
+    run.persist(Some(status::RUNNING), None, |s| {
+        s.paused = None;
+        s.needs_promotion = false;
+    })
+    .await?;
     run.info("deploy.resumed", "the deployment goes on".into(), json!({}))
         .await;
     Ok(())

@@ -21,6 +21,7 @@ use slipway_store::DeploymentRecord;
 use super::AppState;
 use super::error::ApiError;
 use super::handlers::{ApiJson, ApiQuery};
+use super::middleware::{AuditNote, AuditNotes};
 use crate::environments;
 
 /// The actor of API calls: the admin token's holder.
@@ -40,6 +41,8 @@ impl From<DeployError> for ApiError {
             // Each message names what to look at: releases, deployments.
             DeployError::NotFound(why) => ApiError::new(StatusCode::NOT_FOUND, why, None::<&str>),
             DeployError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why, None::<&str>),
+            // The message names the gate and what to do.
+            DeployError::Refused(r) => ApiError::new(StatusCode::CONFLICT, r.message, None::<&str>),
             DeployError::Store(e) => e.into(),
         }
     }
@@ -175,24 +178,6 @@ pub(crate) async fn view(app: &AppState, d: &DeploymentRecord) -> DeploymentView
     }
 }
 
-fn environment_or_default(app: &AppState, env: String) -> String {
-    if env != "-" {
-        return env;
-    }
-    let known = app
-        .project
-        .read()
-        .ok()
-        .and_then(|p| p.as_ref().map(slipway_spec::Project::default_environment));
-    known
-        .or_else(|| {
-            crate::environments::load_project(&app.file)
-                .ok()
-                .map(|p| p.default_environment())
-        })
-        .unwrap_or(env)
-}
-
 /// Starts a deployment of the project file as it is now (plus `set`/`unset`).
 #[utoipa::path(
     post, path = "/v1/environments/{env}/deploy", tag = "deploys",
@@ -213,11 +198,12 @@ pub(crate) async fn deploy(
 ) -> Result<Response, ApiError> {
     let strategy = body.strategy.as_deref().map(parse_strategy).transpose()?;
     let project = environments::load_project(&app.file)?;
-    let env = if env == "-" {
-        project.default_environment()
-    } else {
-        env
-    };
+    *app.project.write().expect("project lock") = Some(project.clone());
+    let env = super::known_environment(&app, &env).await?;
+    // Names only: a value set on the command line may be sensitive.
+    let set_keys: Vec<String> = body.set.keys().cloned().collect();
+    let unset = body.unset.clone();
+    let message = body.message.clone();
     let applied = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
     *app.project.write().expect("project lock") = Some(project.clone());
     let record = crate::deploys::start(
@@ -233,18 +219,64 @@ pub(crate) async fn deploy(
             version: body.version,
             strategy,
             set: body.set.into_iter().collect(),
-            unset: body.unset,
-            message: body.message,
+            unset: body.unset.clone(),
+            message: body.message.clone(),
             actor: ACTOR.to_string(),
             secrets: app.workloads.secret_versions(),
             smoke: None,
             watch: None,
             force: body.force,
+            approved_by: None,
             commit: None,
         },
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&app, &record).await)).into_response())
+    let view = view(&app, &record).await;
+    let state: DeploymentState = serde_json::from_value(record.state.clone()).unwrap_or_default();
+    let mut note = deployment_note(&record, None, &view.version).details(serde_json::json!({
+        "version": view.version, "strategy": body.strategy, "force": body.force,
+        "forced": state.forced, "set": set_keys, "unset": unset,
+    }));
+    // Why, as the caller said (`--message`), and a forced gate said plainly.
+    let forced = (!state.forced.is_empty()).then(|| {
+        let gates: Vec<&str> = state
+            .forced
+            .iter()
+            .map(|f| f.split(':').next().unwrap_or(f))
+            .collect();
+        format!("--force past {}", gates.join(", "))
+    });
+    note.reason = match (forced, message) {
+        (Some(f), Some(m)) => Some(format!("{f}: {m}")),
+        (f, m) => f.or(m),
+    };
+    Ok((StatusCode::ACCEPTED, AuditNotes::one(note), Json(view)).into_response())
+}
+
+/// The audit note of a call that started (or acted on) a deployment: completed with the
+/// deployment's outcome when it ends.
+pub(crate) fn deployment_note(
+    record: &DeploymentRecord,
+    action: Option<&'static str>,
+    version: &str,
+) -> AuditNote {
+    AuditNote {
+        action,
+        environment: Some(record.environment.clone()),
+        target: Some(format!(
+            "deployment {} ({} of {}{})",
+            record.id,
+            record.kind,
+            release_id(record.release),
+            if version.is_empty() {
+                String::new()
+            } else {
+                format!(", {version}")
+            }
+        )),
+        subject: Some(format!("deployment-{}", record.id)),
+        ..Default::default()
+    }
 }
 
 /// Recent deployments, newest first.
@@ -258,9 +290,13 @@ pub(crate) async fn list(
     State(app): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<DeploymentsQuery>,
 ) -> Result<Json<Vec<DeploymentView>>, ApiError> {
+    let env = match &q.env {
+        Some(e) => Some(super::known_environment(&app, e).await?),
+        None => None,
+    };
     let records = app
         .store
-        .deployments(q.env.as_deref(), q.limit.unwrap_or(20).min(1000))
+        .deployments(env.as_deref(), q.limit.unwrap_or(20).min(1000))
         .await?;
     let mut out = Vec::new();
     for r in &records {
@@ -311,7 +347,7 @@ pub(crate) async fn rollback(
     Path(env): Path<String>,
     ApiJson(body): ApiJson<RollbackBody>,
 ) -> Result<Response, ApiError> {
-    let env = environment_or_default(&app, env);
+    let env = super::known_environment(&app, &env).await?;
     let to = match &body.to {
         Some(t) => Some(parse_release_id(t).ok_or_else(|| {
             ApiError::new(
@@ -323,17 +359,28 @@ pub(crate) async fn rollback(
         None => None,
     };
     let record = app.engine.rollback(&env, to, body.reason, ACTOR).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&app, &record).await)).into_response())
+    let view = view(&app, &record).await;
+    // During a deploy, a rollback is that deploy's abort.
+    let note = if record.kind == slipway_deploy::record::KIND_ROLLBACK {
+        deployment_note(&record, None, &view.version)
+    } else {
+        AuditNote {
+            subject: None,
+            ..deployment_note(&record, Some("deploy.abort"), &view.version)
+        }
+    };
+    Ok((StatusCode::ACCEPTED, AuditNotes::one(note), Json(view)).into_response())
 }
 
-async fn control(
-    app: &AppState,
-    env: String,
-    action: Action,
-) -> Result<Json<DeploymentView>, ApiError> {
-    let env = environment_or_default(app, env);
+async fn control(app: &AppState, env: String, action: Action) -> Result<Response, ApiError> {
+    let env = super::known_environment(app, &env).await?;
     let record = app.engine.control(&env, action, ACTOR).await?;
-    Ok(Json(view(app, &record).await))
+    let view = view(app, &record).await;
+    let note = AuditNote {
+        subject: None,
+        ..deployment_note(&record, None, &view.version)
+    };
+    Ok((AuditNotes::one(note), Json(view)).into_response())
 }
 
 /// Goes on from a pause (`full`: skips the remaining steps).
@@ -348,7 +395,7 @@ pub(crate) async fn promote(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
     ApiJson(body): ApiJson<ControlBody>,
-) -> Result<Json<DeploymentView>, ApiError> {
+) -> Result<Response, ApiError> {
     control(&app, env, Action::Promote { full: body.full }).await
 }
 
@@ -362,7 +409,7 @@ pub(crate) async fn promote(
 pub(crate) async fn pause(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
-) -> Result<Json<DeploymentView>, ApiError> {
+) -> Result<Response, ApiError> {
     control(&app, env, Action::Pause).await
 }
 
@@ -376,7 +423,7 @@ pub(crate) async fn pause(
 pub(crate) async fn resume(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
-) -> Result<Json<DeploymentView>, ApiError> {
+) -> Result<Response, ApiError> {
     control(&app, env, Action::Resume).await
 }
 
@@ -392,7 +439,7 @@ pub(crate) async fn abort(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
     ApiJson(body): ApiJson<ControlBody>,
-) -> Result<Json<DeploymentView>, ApiError> {
+) -> Result<Response, ApiError> {
     let reason = body.reason.unwrap_or_else(|| "no reason given".into());
     control(&app, env, Action::Abort { reason }).await
 }
@@ -408,7 +455,7 @@ pub(crate) async fn releases(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
-    let env = environment_or_default(&app, env);
+    let env = super::known_environment(&app, &env).await?;
     let state = app.store.environment_state(&env).await?;
     let data = EnvironmentData::from_value(&state.data);
     let deployments = app.store.deployments(Some(&env), 1000).await?;
@@ -463,8 +510,8 @@ pub(crate) async fn pin(
     State(app): State<Arc<AppState>>,
     Path((env, release)): Path<(String, String)>,
     ApiJson(body): ApiJson<PinBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let env = environment_or_default(&app, env);
+) -> Result<Response, ApiError> {
+    let env = super::known_environment(&app, &env).await?;
     let number = parse_release_id(&release).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -473,7 +520,18 @@ pub(crate) async fn pin(
         )
     })?;
     app.engine.pin(&env, number, body.pinned).await?;
-    Ok(Json(
-        serde_json::json!({ "release": release_id(number), "pinned": body.pinned }),
-    ))
+    let note = AuditNote {
+        action: Some(if body.pinned {
+            "release.pin"
+        } else {
+            "release.unpin"
+        }),
+        target: Some(release_id(number)),
+        ..Default::default()
+    };
+    Ok((
+        AuditNotes::one(note),
+        Json(serde_json::json!({ "release": release_id(number), "pinned": body.pinned })),
+    )
+        .into_response())
 }

@@ -34,11 +34,15 @@ pub(crate) async fn list_events(
     State(app): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
+    let environment = match &query.env {
+        Some(e) => Some(super::known_environment(&app, e).await?),
+        None => None,
+    };
     let events = app
         .store
         .events(&EventQuery {
             after: query.after,
-            environment: query.env,
+            environment,
             limit: Some(query.limit.unwrap_or(100).min(10_000)),
             newest: query.after.is_none(),
         })
@@ -63,6 +67,9 @@ pub(crate) async fn stream_events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok());
+    if let Some(e) = &query.env {
+        super::known_environment(&app, e).await?;
+    }
     let rx = app.store.subscribe_events();
     let after = match last_event_id.or(query.after) {
         Some(id) => id,

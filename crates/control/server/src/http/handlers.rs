@@ -16,6 +16,7 @@ use slipway_store::NewEvent;
 
 use super::AppState;
 use super::error::ApiError;
+use super::middleware::{AuditNote, AuditNotes};
 use crate::environments;
 
 /// JSON bodies whose rejections are API errors (a 400 with a reason).
@@ -236,13 +237,41 @@ async fn set_roles(app: &AppState, environment: &str) -> std::collections::HashM
 pub(crate) async fn apply(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
-) -> Result<Json<ApplyResult>, ApiError> {
+) -> Result<Response, ApiError> {
     let project = environments::load_project(&app.file)?;
-    let mut result = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
     *app.project.write().expect("project lock") = Some(project.clone());
-    let started = crate::deploys::deploy_if_changed(&app, &project, &result, "slipway up").await?;
-    result.deployment = started.map(|d| d.id);
-    Ok(Json(result))
+    let env = super::known_environment(&app, &env).await?;
+    let mut result = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
+    let applied = AuditNote {
+        target: Some(format!("generation {}", result.generation)),
+        outcome: Some("succeeded"),
+        details: json!({ "changed": result.changed, "generation": result.generation }),
+        ..Default::default()
+    };
+    let started =
+        match crate::deploys::deploy_if_changed(&app, &project, &result, "slipway up").await {
+            Ok(d) => d,
+            // The file is applied; the deploy it calls for is refused (a gate, a deploy going).
+            Err(e) => {
+                let refused = AuditNote {
+                    action: Some("deploy.start"),
+                    target: Some(format!("environment {env}")),
+                    reason: Some(e.to_string()),
+                    outcome: Some("refused"),
+                    ..Default::default()
+                };
+                let mut res = ApiError::from(e).into_response();
+                res.extensions_mut()
+                    .insert(AuditNotes(vec![applied, refused]));
+                return Ok(res);
+            }
+        };
+    result.deployment = started.as_ref().map(|d| d.id);
+    let mut notes = vec![applied];
+    if let Some(d) = &started {
+        notes.push(super::deploys::deployment_note(d, Some("deploy.start"), ""));
+    }
+    Ok((axum::Extension(AuditNotes(notes)), Json(result)).into_response())
 }
 
 /// Adds a note to the event log.
@@ -293,7 +322,11 @@ pub(crate) async fn list_audit(
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     Ok(Json(
         app.store
-            .audit(query.limit.unwrap_or(100).min(10_000))
+            .audit(&slipway_store::AuditQuery {
+                limit: query.limit.unwrap_or(100).min(10_000),
+                environment: query.env,
+                action: query.action,
+            })
             .await?,
     ))
 }
@@ -408,8 +441,7 @@ pub(crate) async fn run_service(
     ApiQuery(query): ApiQuery<EnvQuery>,
 ) -> Result<Response, ApiError> {
     use slipway_runtime::supervisor::RuntimeError;
-    let project = project(&app)?;
-    let environment = query.env.unwrap_or_else(|| project.default_environment());
+    let environment = super::known_environment(&app, query.env.as_deref().unwrap_or("-")).await?;
     let outcome = app
         .workloads
         .run_now(&environment, &service)
@@ -422,7 +454,19 @@ pub(crate) async fn run_service(
             )
         })?;
     match outcome {
-        Ok(run) => Ok((StatusCode::CREATED, Json(RunStarted { service, run })).into_response()),
+        Ok(run) => {
+            let note = AuditNote {
+                environment: Some(environment),
+                target: Some(format!("{service} ({run})")),
+                ..Default::default()
+            };
+            Ok((
+                StatusCode::CREATED,
+                AuditNotes::one(note),
+                Json(RunStarted { service, run }),
+            )
+                .into_response())
+        }
         Err(e @ RuntimeError::UnknownService(_)) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             e.to_string(),

@@ -77,8 +77,111 @@ pub(crate) async fn authenticate(
     res
 }
 
+/// What a handler adds to the audit record of its call, as a response extension: the
+/// semantic action when the route alone does not say it (a freeze or an unfreeze), what it is
+/// about, and the `subject` (`deployment-20`) when the call starts work that ends later — the
+/// record is then `started` until that work's end writes its outcome. Several notes make
+/// several records (`up` applies the file and starts a deploy).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AuditNote {
+    pub(crate) action: Option<&'static str>,
+    pub(crate) environment: Option<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) subject: Option<String>,
+    /// How it ended, when the call's status does not say it for this note.
+    pub(crate) outcome: Option<&'static str>,
+    pub(crate) details: serde_json::Value,
+}
+
+impl AuditNote {
+    pub(crate) fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// The notes of one call.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AuditNotes(pub(crate) Vec<AuditNote>);
+
+impl AuditNotes {
+    pub(crate) fn one(note: AuditNote) -> axum::Extension<Self> {
+        axum::Extension(AuditNotes(vec![note]))
+    }
+}
+
+/// The action a mutating route performs, for routes whose name says it.
+fn action_of(route: &str) -> Option<&'static str> {
+    Some(match route {
+        "/v1/environments/{env}/apply" => "config.apply",
+        "/v1/environments/{env}/deploy" => "deploy.start",
+        "/v1/environments/{env}/rollback" => "deploy.rollback",
+        "/v1/environments/{env}/promote" => "deploy.promote",
+        "/v1/environments/{env}/pause" => "deploy.pause",
+        "/v1/environments/{env}/resume" => "deploy.resume",
+        "/v1/environments/{env}/abort" => "deploy.abort",
+        "/v1/environments/{env}/releases/{release}/pin" => "release.pin",
+        "/v1/environments/{env}/freeze" => "environment.freeze",
+        "/v1/environments/{env}/unfreeze" => "environment.unfreeze",
+        "/v1/environments/{env}/runs" => "pipeline.run",
+        "/v1/runs/{id}/approve" => "pipeline.approve",
+        "/v1/runs/{id}/cancel" => "pipeline.cancel",
+        "/v1/runs/{id}/rerun" => "pipeline.rerun",
+        "/v1/services/{service}/runs" => "cron.run",
+        "/v1/annotations" => "annotation.add",
+        "/v1/shutdown" => "daemon.stop",
+        _ => return None,
+    })
+}
+
+/// Work can end before its audit record is written (a deploy that fails at once): then the
+/// record gets the outcome now, since the end found nothing to complete.
+pub(crate) async fn settle(store: &dyn slipway_store::Store, subject: &str) {
+    let ended = if let Some(id) = subject
+        .strip_prefix("deployment-")
+        .and_then(|i| i.parse().ok())
+    {
+        store
+            .deployment(id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|d| !d.active)
+            .map(|d| d.status)
+    } else if let Some(id) = subject.strip_prefix("run-").and_then(|i| i.parse().ok()) {
+        store
+            .run(id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| slipway_pipeline::state::status::is_final(&r.status))
+            .map(|r| r.status)
+    } else {
+        None
+    };
+    if let Some(outcome) = ended {
+        let _ = store.complete_audit(subject, &outcome).await;
+    }
+}
+
+/// The value of `{name}` in `path` for a route template.
+fn path_param(route: &str, path: &str, name: &str) -> Option<String> {
+    let want = format!("{{{name}}}");
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(r, _)| *r == want)
+        .map(|(_, p)| p.to_string())
+}
+
+/// Largest request body the audit reads a `reason` from (bodies are small JSON).
+const AUDITED_BODY: usize = 1 << 20;
+
 /// Writes an audit record for every call that is not a read, after it ran (so the outcome is
-/// known), denied calls included.
+/// known), denied calls included: who, which action on which environment and target, the
+/// reason given in the body, the request id, and how it ended (`succeeded`, `refused`,
+/// `denied`, `failed`, or `started` for work that ends later and completes the record then).
 pub(crate) async fn audit(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -95,28 +198,128 @@ pub(crate) async fn audit(State(app): State<Arc<AppState>>, req: Request, next: 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    // The reason a caller gives is part of the record, whether the call is allowed or not.
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, AUDITED_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+                Some("send at most 1 MiB"),
+            )
+            .into_response();
+        }
+    };
+    let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["reason"].as_str().map(str::to_string));
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
     let res = next.run(req).await;
     let actor = res
         .extensions()
         .get::<Actor>()
         .map_or_else(|| "anonymous".to_string(), |a| a.0.clone());
     let status = res.status();
-    let entry = NewAudit {
-        actor,
-        action: format!("{method} {route}"),
-        target,
-        outcome: status.as_u16().to_string(),
-        details: json!({ "request_id": request_id }),
+    let outcome = if status.is_success() {
+        "succeeded"
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        "denied"
+    } else if status.is_client_error() {
+        "refused"
+    } else {
+        "failed"
     };
-    if let Err(e) = app.store.append_audit(entry).await {
-        // A mutation that cannot be audited is reported as failed, even though it ran.
-        tracing::error!(error = %e, "cannot write the audit record");
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the call ran but its audit record could not be written",
-            Some("check the state store; the event log shows what happened"),
-        )
-        .into_response();
+    let environment = path_param(&route, &target, "env")
+        .filter(|e| e != "-")
+        .or_else(|| {
+            app.project
+                .read()
+                .ok()
+                .and_then(|p| p.as_ref().map(slipway_spec::Project::default_environment))
+                .filter(|_| route.contains("{env}"))
+        });
+    let notes = res
+        .extensions()
+        .get::<AuditNotes>()
+        .map(|n| n.0.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| vec![AuditNote::default()]);
+    for note in notes {
+        let entry = NewAudit {
+            actor: actor.clone(),
+            action: note
+                .action
+                .or_else(|| action_of(&route))
+                .map_or_else(|| format!("{method} {route}"), str::to_string),
+            environment: note.environment.or_else(|| environment.clone()),
+            target: note.target.unwrap_or_else(|| match &environment {
+                Some(env) if route.ends_with("{env}/deploy") || route.ends_with("{env}/apply") => {
+                    format!("environment {env}")
+                }
+                _ => target.clone(),
+            }),
+            reason: note.reason.or_else(|| reason.clone()),
+            request_id: Some(request_id.clone()).filter(|r| !r.is_empty()),
+            outcome: match note.outcome {
+                Some(o) => o.to_string(),
+                None if note.subject.is_some() && status.is_success() => "started".to_string(),
+                None => outcome.to_string(),
+            },
+            subject: note.subject,
+            details: if note.details.is_null() {
+                json!({ "status": status.as_u16() })
+            } else {
+                let mut d = note.details;
+                if let Some(o) = d.as_object_mut() {
+                    o.insert("status".into(), status.as_u16().into());
+                }
+                d
+            },
+        };
+        let subject = entry.subject.clone().filter(|_| entry.outcome == "started");
+        let appended = app.store.append_audit(entry).await;
+        if appended.is_ok()
+            && let Some(subject) = subject
+        {
+            settle(app.store.as_ref(), &subject).await;
+        }
+        if let Err(e) = appended {
+            // A mutation that cannot be audited is reported as failed, even though it ran.
+            tracing::error!(error = %e, "cannot write the audit record");
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the call ran but its audit record could not be written",
+                Some("check the state store; the event log shows what happened"),
+            )
+            .into_response();
+        }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_params_come_from_the_route_template() {
+        assert_eq!(
+            path_param(
+                "/v1/environments/{env}/freeze",
+                "/v1/environments/production/freeze",
+                "env"
+            )
+            .as_deref(),
+            Some("production")
+        );
+        assert_eq!(
+            path_param("/v1/runs/{id}/approve", "/v1/runs/3/approve", "env"),
+            None
+        );
+        assert_eq!(
+            action_of("/v1/environments/{env}/abort"),
+            Some("deploy.abort")
+        );
+    }
 }

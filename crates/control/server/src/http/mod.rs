@@ -93,6 +93,40 @@ impl AppState {
     }
 }
 
+/// The environment a request names (`-`: the project's default). It must be one the project
+/// file declares, or one that still runs something; anything else is a 404 that lists them.
+pub(crate) async fn known_environment(
+    app: &AppState,
+    env: &str,
+) -> Result<String, error::ApiError> {
+    let project = match app.project.read().ok().and_then(|p| p.clone()) {
+        Some(p) => p,
+        None => crate::environments::load_project(&app.file)?,
+    };
+    if env == "-" {
+        return Ok(project.default_environment());
+    }
+    let mut known = project.environments();
+    if known.iter().any(|e| e == env) {
+        return Ok(env.to_string());
+    }
+    for live in app.store.live_environments().await? {
+        if live == env {
+            return Ok(live);
+        }
+        if !known.contains(&live) {
+            known.push(live);
+        }
+    }
+    Err(error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("unknown environment `{env}`"),
+        Some(&format!("known: {}", known.join(", "))),
+    ))
+}
+
+pub(crate) use middleware::settle as settle_audit;
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -157,6 +191,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::freeze))
+        .routes(routes!(runs::unfreeze))
         .routes(routes!(runs::dora))
 }
 

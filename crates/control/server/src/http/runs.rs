@@ -18,6 +18,7 @@ use slipway_store::{RunQuery, RunRecord};
 use super::AppState;
 use super::error::ApiError;
 use super::handlers::{ApiJson, ApiQuery};
+use super::middleware::{AuditNote, AuditNotes};
 
 const ACTOR: &str = "admin";
 
@@ -103,12 +104,19 @@ pub(crate) fn view(r: &RunRecord) -> RunView {
     }
 }
 
-fn environment(app: &AppState, env: String) -> Result<String, ApiError> {
-    if env != "-" {
-        return Ok(env);
+/// The audit note of a call about a run: completed with the run's outcome when it ends.
+fn run_note(r: &RunRecord, started: bool) -> AuditNote {
+    AuditNote {
+        environment: Some(r.environment.clone()),
+        target: Some(format!(
+            "run {} ({} at {})",
+            r.id,
+            r.git_ref,
+            &r.commit[..r.commit.len().min(12)]
+        )),
+        subject: started.then(|| format!("run-{}", r.id)),
+        ..Default::default()
     }
-    let project = crate::environments::load_project(&app.file)?;
-    Ok(project.default_environment())
 }
 
 /// Starts a pipeline run of a commit in an environment.
@@ -128,7 +136,7 @@ pub(crate) async fn start(
     Path(env): Path<String>,
     ApiJson(body): ApiJson<RunBody>,
 ) -> Result<Response, ApiError> {
-    let env = environment(&app, env)?;
+    let env = super::known_environment(&app, &env).await?;
     crate::deploys::ensure_restored(&app, &env).await;
     let record = app
         .pipelines
@@ -140,7 +148,12 @@ pub(crate) async fn start(
             actor: ACTOR.into(),
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&record))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        AuditNotes::one(run_note(&record, true)),
+        Json(view(&record)),
+    )
+        .into_response())
 }
 
 /// Recent runs, newest first.
@@ -228,8 +241,9 @@ pub(crate) async fn logs(
 pub(crate) async fn approve(
     State(app): State<Arc<AppState>>,
     Path(id): Path<i64>,
-) -> Result<Json<RunView>, ApiError> {
-    Ok(Json(view(&app.pipelines.approve(id, ACTOR).await?)))
+) -> Result<Response, ApiError> {
+    let r = app.pipelines.approve(id, ACTOR).await?;
+    Ok((AuditNotes::one(run_note(&r, false)), Json(view(&r))).into_response())
 }
 
 /// Cancels a queued or going run.
@@ -242,8 +256,9 @@ pub(crate) async fn approve(
 pub(crate) async fn cancel(
     State(app): State<Arc<AppState>>,
     Path(id): Path<i64>,
-) -> Result<Json<RunView>, ApiError> {
-    Ok(Json(view(&app.pipelines.cancel(id, ACTOR).await?)))
+) -> Result<Response, ApiError> {
+    let r = app.pipelines.cancel(id, ACTOR).await?;
+    Ok((AuditNotes::one(run_note(&r, false)), Json(view(&r))).into_response())
 }
 
 /// Starts a new run of the same commit and environment.
@@ -258,30 +273,74 @@ pub(crate) async fn rerun(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     let r = app.pipelines.rerun(id, ACTOR).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&r))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        AuditNotes::one(run_note(&r, true)),
+        Json(view(&r)),
+    )
+        .into_response())
 }
 
-/// Freezes deploys to an environment (with a reason), or lifts the freeze (without).
+/// Freezes deploys to an environment (with a reason), or lifts the freeze (without; `unfreeze`
+/// says it plainly).
 #[utoipa::path(
     post, path = "/v1/environments/{env}/freeze", tag = "pipelines",
     params(("env" = String, Path, description = "Environment")),
     request_body = FreezeBody,
-    responses((status = 200, description = "The freeze now")),
+    responses(
+        (status = 200, description = "The freeze now"),
+        (status = 404, description = "Unknown environment", body = ErrorBody),
+    ),
     security(("bearer" = [])),
 )]
 pub(crate) async fn freeze(
     State(app): State<Arc<AppState>>,
     Path(env): Path<String>,
     ApiJson(body): ApiJson<FreezeBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let env = environment(&app, env)?;
-    let freeze = app
-        .engine
-        .freeze(&env, body.reason.as_deref(), ACTOR)
-        .await?;
-    Ok(Json(
-        serde_json::json!({ "environment": env, "frozen": freeze }),
-    ))
+) -> Result<Response, ApiError> {
+    set_freeze(&app, &env, body.reason).await
+}
+
+/// Lifts a freeze.
+#[utoipa::path(
+    post, path = "/v1/environments/{env}/unfreeze", tag = "pipelines",
+    params(("env" = String, Path, description = "Environment")),
+    responses(
+        (status = 200, description = "The freeze now (none)"),
+        (status = 404, description = "Unknown environment", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn unfreeze(
+    State(app): State<Arc<AppState>>,
+    Path(env): Path<String>,
+) -> Result<Response, ApiError> {
+    set_freeze(&app, &env, None).await
+}
+
+async fn set_freeze(
+    app: &AppState,
+    env: &str,
+    reason: Option<String>,
+) -> Result<Response, ApiError> {
+    let env = super::known_environment(app, env).await?;
+    let freeze = app.engine.freeze(&env, reason.as_deref(), ACTOR).await?;
+    let note = AuditNote {
+        action: Some(if reason.is_some() {
+            "environment.freeze"
+        } else {
+            "environment.unfreeze"
+        }),
+        environment: Some(env.clone()),
+        target: Some(format!("environment {env}")),
+        reason,
+        ..Default::default()
+    };
+    Ok((
+        AuditNotes::one(note),
+        Json(serde_json::json!({ "environment": env, "frozen": freeze })),
+    )
+        .into_response())
 }
 
 /// DORA figures from recorded history.
@@ -306,7 +365,11 @@ pub(crate) async fn dora(
     let since = until
         .checked_sub(jiff::SignedDuration::from_secs_f64(days * 86_400.0))
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let env = match &q.env {
+        Some(e) => Some(super::known_environment(&app, e).await?),
+        None => None,
+    };
     let figures =
-        slipway_pipeline::dora::compute(app.store.as_ref(), q.env.as_deref(), since, until).await?;
+        slipway_pipeline::dora::compute(app.store.as_ref(), env.as_deref(), since, until).await?;
     Ok(Json(figures))
 }

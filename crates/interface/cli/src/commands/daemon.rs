@@ -57,7 +57,7 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
                 }
                 Some(started)
             }
-            Some(id) => Some(super::deploy::follow(&client, id, ctx.json).await?),
+            Some(id) => Some(super::deploy::follow_until_up(&client, id, ctx.json).await?),
             None => None,
         };
         if ctx.json {
@@ -76,12 +76,22 @@ pub(crate) async fn up(ctx: &Context, args: UpArgs) -> Result<u8, CliError> {
             );
         }
         return match &deployed {
-            Some(d) if d.outcome.is_none() && args.detach => Ok(0),
+            // Started (detached), or up and only watched now.
+            Some(d) if d.outcome.is_none() => Ok(0),
             Some(d) if d.outcome.as_deref() != Some("succeeded") => Err(super::deploy::failure(d)),
             _ => Ok(0),
         };
     }
 
+    // A control plane or instances of this project that lost their files (a deleted state
+    // directory) would be doubled by a new start, the old proxy still holding the ports.
+    if let Some(lost) = lost(&ctx.state) {
+        return Err(CliError::new(format!(
+            "this project already runs without its state directory ({}): {lost}",
+            ctx.state.root().display()
+        ))
+        .hint("`slipway down` stops them; then `slipway up` starts afresh"));
+    }
     if args.detach {
         return detach(ctx, &args, &environment, true).await;
     }
@@ -109,8 +119,16 @@ fn init_logging() {
 
 fn daemon_error(e: DaemonError) -> CliError {
     match e {
-        DaemonError::AlreadyRunning { state_dir, info } => {
-            let who = info.map_or_else(String::new, |i| format!(" (pid {}, {})", i.pid, i.listen));
+        DaemonError::AlreadyRunning {
+            state_dir,
+            info,
+            pid,
+        } => {
+            let who = match (info, pid) {
+                (Some(i), _) => format!(" (pid {}, {})", i.pid, i.listen),
+                (None, Some(p)) => format!(" (pid {p}, without its daemon.json)"),
+                (None, None) => String::new(),
+            };
             CliError::new(format!(
                 "a control plane is already running for {}{who}",
                 state_dir.display()
@@ -292,7 +310,7 @@ async fn wait_idle(
                 d.deployment, d.kind, d.release
             );
         }
-        ended.push(super::deploy::follow(client, d.deployment, quiet).await?);
+        ended.push(super::deploy::follow_until_up(client, d.deployment, quiet).await?);
     }
     Ok(ended)
 }
@@ -311,7 +329,62 @@ pub(crate) fn alive(pid: u32) -> bool {
     }
 }
 
+/// What of this project runs although its state directory does not say so: a control plane
+/// holding the directory's identity without its `daemon.json`, or shims whose instance
+/// directories are gone. `None` when nothing is lost.
+pub(crate) fn lost(state: &StateDir) -> Option<String> {
+    let mut parts = Vec::new();
+    let announced = state.daemon_info().ok().flatten().map(|i| i.pid);
+    if let Some(pid) = state.owner().filter(|p| Some(*p) != announced) {
+        parts.push(format!("its control plane runs (pid {pid})"));
+    }
+    let strays = slipway_runtime::local::strays::find(&state.root().join("instances"));
+    if !strays.is_empty() {
+        let pids: Vec<String> = strays.iter().map(|s| s.shim.to_string()).collect();
+        parts.push(format!(
+            "{} instance(s) run with no record (shims {})",
+            strays.len(),
+            pids.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", and "))
+}
+
+/// Stops what [`lost`] finds: the control plane (SIGINT stops it and its instances) and the
+/// stray instances. How many processes it stopped.
+fn stop_lost(state: &StateDir) -> usize {
+    let mut stopped = 0;
+    let announced = state.daemon_info().ok().flatten().map(|i| i.pid);
+    if let Some(pid) = state.owner().filter(|p| Some(*p) != announced) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let started = Instant::now();
+        while alive(pid) && started.elapsed() < STOP_DEADLINE {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stopped += 1;
+    }
+    for stray in slipway_runtime::local::strays::find(&state.root().join("instances")) {
+        stray.stop(Duration::from_secs(10));
+        stopped += 1;
+    }
+    stopped
+}
+
 pub(crate) async fn down(ctx: &Context) -> Result<u8, CliError> {
+    let lost = stop_lost(&ctx.state);
+    if lost > 0 {
+        report_down(
+            ctx,
+            &format!(
+                "not running from its files; stopped {lost} process(es) of this project left without them"
+            ),
+            None,
+        );
+        return Ok(0);
+    }
     match stop(&ctx.state).await? {
         Stopped::NotRunning => report_down(ctx, "not running", None),
         Stopped::Stale(pid) => report_down(

@@ -147,8 +147,27 @@ pub(crate) async fn follow(
     id: i64,
     quiet: bool,
 ) -> Result<DeploymentView, CliError> {
+    follow_to(client, id, quiet, false).await
+}
+
+/// [`follow`], returning early once the new release has all the traffic and is only watched
+/// (`up` waits for the release to be up, not for a 15-minute watch).
+pub(crate) async fn follow_until_up(
+    client: &Client,
+    id: i64,
+    quiet: bool,
+) -> Result<DeploymentView, CliError> {
+    follow_to(client, id, quiet, true).await
+}
+
+async fn follow_to(
+    client: &Client,
+    id: i64,
+    quiet: bool,
+    until_watching: bool,
+) -> Result<DeploymentView, CliError> {
     tokio::select! {
-        done = watch(client, id, quiet) => done,
+        done = watch(client, id, quiet, until_watching) => done,
         _ = tokio::signal::ctrl_c() => {
             let mut e = CliError::new(format!(
                 "stopped watching; deployment {id} goes on in the control plane"
@@ -160,7 +179,12 @@ pub(crate) async fn follow(
     }
 }
 
-async fn watch(client: &Client, id: i64, quiet: bool) -> Result<DeploymentView, CliError> {
+async fn watch(
+    client: &Client,
+    id: i64,
+    quiet: bool,
+    until_watching: bool,
+) -> Result<DeploymentView, CliError> {
     let tty = std::io::stderr().is_terminal() && !quiet;
     let bar = if tty {
         let bar = indicatif::ProgressBar::new(100);
@@ -210,7 +234,7 @@ async fn watch(client: &Client, id: i64, quiet: bool) -> Result<DeploymentView, 
             None => {}
         }
         last_line = line;
-        if view.outcome.is_some() {
+        if view.outcome.is_some() || (until_watching && view.status == "watching") {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }

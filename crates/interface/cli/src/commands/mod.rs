@@ -1,6 +1,6 @@
 //! One module per group of commands; [`run`] dispatches.
 
-mod daemon;
+pub(crate) mod daemon;
 mod demo;
 mod deploy;
 mod observe;
@@ -25,7 +25,7 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         Command::Down => daemon::down(ctx).await,
         Command::Status => observe::status(ctx).await,
         Command::Events { follow, limit } => observe::events(ctx, follow, limit).await,
-        Command::Audit { limit } => observe::audit(ctx, limit).await,
+        Command::Audit { limit, action } => observe::audit(ctx, limit, action).await,
         Command::Annotate { message } => observe::annotate(ctx, message).await,
         Command::Logs(args) => observe::logs(ctx, args).await,
         Command::Proxy(args) => daemon::proxy(args).await,

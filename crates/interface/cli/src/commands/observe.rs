@@ -204,26 +204,53 @@ pub(crate) async fn events(ctx: &Context, follow: bool, limit: u32) -> Result<u8
     Ok(0)
 }
 
-pub(crate) async fn audit(ctx: &Context, limit: u32) -> Result<u8, CliError> {
+pub(crate) async fn audit(
+    ctx: &Context,
+    limit: u32,
+    action: Option<String>,
+) -> Result<u8, CliError> {
     let client = Client::connect(&ctx.state).await?;
-    let entries: Vec<AuditEntry> = client.get(&format!("/v1/audit?limit={limit}")).await?;
+    let mut path = format!("/v1/audit?limit={limit}");
+    if let Some(env) = &ctx.env {
+        path.push_str(&format!("&env={}", query_value(env)));
+    }
+    if let Some(a) = &action {
+        path.push_str(&format!("&action={}", query_value(a)));
+    }
+    let entries: Vec<AuditEntry> = client.get(&path).await?;
     if ctx.json {
         output::json(&entries);
         return Ok(0);
     }
-    let mut table = output::table(["ID", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME"]);
+    let mut table = output::table([
+        "ID", "TIME", "ACTOR", "ACTION", "ENV", "TARGET", "REASON", "OUTCOME",
+    ]);
     for a in entries {
         table.add_row([
             a.id.to_string(),
             output::time(a.time),
             a.actor,
             a.action,
+            a.environment.unwrap_or_else(|| "-".into()),
             a.target,
+            a.reason.unwrap_or_else(|| "-".into()),
             a.outcome,
         ]);
     }
     println!("{table}");
     Ok(0)
+}
+
+/// A value for a query string (letters, digits and `-._~*` pass; the rest is %-encoded).
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'*' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub(crate) async fn annotate(ctx: &Context, message: String) -> Result<u8, CliError> {

@@ -390,12 +390,21 @@ pub(crate) async fn freeze(
     let env = environment
         .or_else(|| ctx.env.clone())
         .unwrap_or_else(|| "-".into());
-    let answer: serde_json::Value = client
-        .post(
-            &format!("/v1/environments/{env}/freeze"),
-            &json!({ "reason": reason }),
-        )
-        .await?;
+    let answer: serde_json::Value = match &reason {
+        Some(r) => {
+            client
+                .post(
+                    &format!("/v1/environments/{env}/freeze"),
+                    &json!({ "reason": r }),
+                )
+                .await?
+        }
+        None => {
+            client
+                .post(&format!("/v1/environments/{env}/unfreeze"), &json!({}))
+                .await?
+        }
+    };
     if ctx.json {
         output::json(&answer);
     } else if reason.is_some() {

@@ -8,6 +8,7 @@
 
 pub mod proc;
 pub mod shim;
+pub mod strays;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
