@@ -420,6 +420,9 @@ impl Load {
                             tokio::spawn(async move {
                                 let mut local: Vec<(u64, String)> = Vec::new();
                                 let mut failures = Vec::new();
+                                // Merged in batches, but at least every 100 ms, so a slow
+                                // machine still sees the count move.
+                                let mut merged_at = Instant::now();
                                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                                     let outcome = match client.get(&url).send().await {
                                         Ok(r) if r.status().is_success() => {
@@ -446,8 +449,11 @@ impl Load {
                                     let t =
                                         u64::try_from(started.elapsed().as_millis()).unwrap_or(0);
                                     local.push((t, outcome));
-                                    if local.len() >= 256 {
+                                    if local.len() >= 256
+                                        || merged_at.elapsed() >= Duration::from_millis(100)
+                                    {
                                         merge(&report, &mut local, &mut failures);
+                                        merged_at = Instant::now();
                                     }
                                     if let Some(p) = pace {
                                         tokio::time::sleep(p).await;
