@@ -36,23 +36,9 @@ strategy = {strategy}
 
 /// The proxy port of the web service, once its first release is up.
 fn web_url(project: &Project) -> String {
-    let status = wait_for("the first release", Duration::from_secs(30), || {
-        let s = project.json(&["status"]);
-        let web = s["services"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "web")?
-            .clone();
-        let ready = web["instances"]
-            .as_array()?
-            .iter()
-            .filter(|i| i["health"] == "healthy")
-            .count();
-        (s["release"]["id"] == "r1" && ready >= 2 && web["traffic"][0]["weight"] == 100.0)
-            .then_some(web)
-    });
+    let url = crate::support::first_web_url(project, 2);
     wait_idle(project);
-    format!("http://127.0.0.1:{}/", status["port"].as_u64().unwrap())
+    url
 }
 
 /// Waits until no deployment is going.

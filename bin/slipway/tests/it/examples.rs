@@ -8,30 +8,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Load, Project, free_ports, get, recorded_processes, start_ticks, wait_for};
+use crate::support::{
+    Load, Project, first_web_url, free_ports, get, recorded_processes, service, start_ticks,
+    wait_for,
+};
 
 /// The web service's public URL once the first release serves.
 fn web_url(project: &Project) -> String {
-    let web = wait_for("the first release", Duration::from_secs(60), || {
-        let s = project.json(&["status"]);
-        let web = s["services"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "web")?
-            .clone();
-        let ready = web["instances"]
-            .as_array()?
-            .iter()
-            .filter(|i| i["health"] == "healthy")
-            .count();
-        (s["release"]["id"] == "r1" && ready >= 2 && web["traffic"][0]["weight"] == 100.0)
-            .then_some(web)
-    });
+    let url = first_web_url(project, 2);
     wait_for("no deployment going", Duration::from_secs(60), || {
         let list = project.json(&["deployments", "--limit", "1"]);
         list[0]["outcome"].is_string().then_some(())
     });
-    format!("http://127.0.0.1:{}/", web["port"].as_u64().unwrap())
+    url
 }
 
 /// `slipway --json ARGS` that must succeed; the printed value.
@@ -46,15 +35,6 @@ fn deploy_ok(project: &Project, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     value
-}
-
-fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name} in {status:#}"))
 }
 
 fn assert_no_process_left(project: &Project) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Project, SMALL, recorded_processes, start_ticks, wait_for};
+use crate::support::{Project, SMALL, pausing_canary, recorded_processes, start_ticks, wait_for};
 
 /// Staging (the default) and production, whose web service canaries and then watches the new
 /// release for `watch`.
@@ -89,13 +89,18 @@ fn answer(url: &str) -> Option<Value> {
     })
 }
 
-/// Production's first release (watched too, for the window), and staging's, at version v1.
-fn first_releases(project: &Project) {
+/// Waits until staging's first release (which `up` deploys) ended.
+fn staging_up(project: &Project) {
     wait_for("staging's first release", Duration::from_secs(60), || {
         latest(project, "staging")["outcome"]
             .is_string()
             .then_some(())
     });
+}
+
+/// Production's first release (watched too, for the window), and staging's, at version v1.
+fn first_releases(project: &Project) {
+    staging_up(project);
     let d = project.json(&[
         "--env",
         "production",
@@ -267,11 +272,7 @@ fn killed_at_twenty_points_of_deploys_with_a_watch_production_always_serves_with
 fn every_path_into_production_passes_its_gates_and_force_is_audited() {
     let project = two_environments("0s", "approval = \"manual\"");
     let _daemon = project.start();
-    wait_for("staging's first release", Duration::from_secs(60), || {
-        latest(&project, "staging")["outcome"]
-            .is_string()
-            .then_some(())
-    });
+    staging_up(&project);
     // A direct deploy: refused, naming the gate.
     let out = project.run(&["--env", "production", "deploy", "--version", "local"]);
     assert_eq!(out.status.code(), Some(1));
@@ -321,11 +322,7 @@ fn every_path_into_production_passes_its_gates_and_force_is_audited() {
 fn requires_means_the_same_version_ran_in_the_required_environment() {
     let project = two_environments("0s", "");
     let _daemon = project.start();
-    wait_for("staging's first release", Duration::from_secs(60), || {
-        latest(&project, "staging")["outcome"]
-            .is_string()
-            .then_some(())
-    });
+    staging_up(&project);
     let out = project.run(&["--env", "production", "deploy", "--version", "v7"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
@@ -339,18 +336,9 @@ fn requires_means_the_same_version_ran_in_the_required_environment() {
 
 #[test]
 fn the_audit_log_tells_freeze_unfreeze_deploy_rollback_and_abort_apart() {
-    let project = Project::new(
-        &SMALL.replace(
-            "health = \"/health\"",
-            "health = \"/health\"\nstrategy = { type = \"canary\", steps = [\"50%\", { pause = true }, \"100%\"], bake = \"200ms\" }",
-        ),
-    );
+    let project = pausing_canary();
     let _daemon = project.start();
-    wait_for("the first release", Duration::from_secs(60), || {
-        latest(&project, "staging")["outcome"]
-            .is_string()
-            .then_some(())
-    });
+    staging_up(&project);
     project.ok(&["freeze", "staging", "--reason", "quarter close"]);
     project.ok(&["unfreeze", "staging"]);
     let started = project.json(&["deploy", "--set", "A=1", "--no-wait", "--message", "try A"]);
@@ -481,18 +469,9 @@ fn a_deleted_state_directory_stops_its_control_plane_and_a_new_up_does_not_doubl
 
 #[test]
 fn resume_does_not_pretend_and_unknown_environments_are_refused() {
-    let project = Project::new(
-        &SMALL.replace(
-            "health = \"/health\"",
-            "health = \"/health\"\nstrategy = { type = \"canary\", steps = [\"50%\", { pause = true }, \"100%\"], bake = \"200ms\" }",
-        ),
-    );
+    let project = pausing_canary();
     let _daemon = project.start();
-    wait_for("the first release", Duration::from_secs(60), || {
-        latest(&project, "staging")["outcome"]
-            .is_string()
-            .then_some(())
-    });
+    staging_up(&project);
     project.json(&["deploy", "--set", "A=1", "--no-wait"]);
     wait_for("the pause step", Duration::from_secs(30), || {
         (latest(&project, "staging")["status"] == "paused").then_some(())
@@ -529,11 +508,7 @@ fn a_rollback_to_a_release_that_cannot_take_its_port_says_so_at_once() {
     drop(taken);
     let project = Project::new(&SMALL.replace("port = 0", &format!("port = {port}")));
     let _daemon = project.start();
-    wait_for("the first release", Duration::from_secs(60), || {
-        latest(&project, "staging")["outcome"]
-            .is_string()
-            .then_some(())
-    });
+    staging_up(&project);
     // r2 serves on another port; then someone takes r1's.
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let other_port = other.local_addr().unwrap().port();

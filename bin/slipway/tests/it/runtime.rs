@@ -13,14 +13,7 @@ fn alive(pid: u64) -> bool {
         && start_ticks(pid as u32).is_some()
 }
 
-fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name} in {status:#}"))
-}
+use crate::support::service;
 
 fn instances(status: &Value, name: &str) -> Vec<Value> {
     service(status, name)["instances"]

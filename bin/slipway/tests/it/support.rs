@@ -260,6 +260,46 @@ impl Drop for Daemon {
     }
 }
 
+/// A service of a `status --json` answer.
+pub(crate) fn service<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name} in {status:#}"))
+}
+
+/// The web service's public URL, once its first release serves `replicas` healthy instances
+/// with all the traffic.
+pub(crate) fn first_web_url(project: &Project, replicas: usize) -> String {
+    let web = wait_for("the first release", Duration::from_secs(60), || {
+        let s = project.json(&["status"]);
+        let web = s["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "web")?
+            .clone();
+        let ready = web["instances"]
+            .as_array()?
+            .iter()
+            .filter(|i| i["health"] == "healthy")
+            .count();
+        (s["release"]["id"] == "r1" && ready >= replicas && web["traffic"][0]["weight"] == 100.0)
+            .then_some(web)
+    });
+    format!("http://127.0.0.1:{}/", web["port"].as_u64().unwrap())
+}
+
+/// A small project whose web canary waits for `slipway promote` at its second step, so a
+/// deploy stays going as long as a test needs.
+pub(crate) fn pausing_canary() -> Project {
+    Project::new(&SMALL.replace(
+        "health = \"/health\"",
+        "health = \"/health\"\nstrategy = { type = \"canary\", steps = [\"50%\", { pause = true }, \"100%\"], bake = \"200ms\" }",
+    ))
+}
+
 /// A process recorded by the local driver: `(pid, start ticks)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Recorded {
