@@ -1,0 +1,405 @@
+//! The evaluator: an expression at one instant, and a range query as the instant evaluation
+//! at each step. Selectors read the store through a per-query cache (one read per selector for
+//! the whole query window), then each step slices what it needs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+
+use super::{Engine, QueryError, Value};
+use crate::labels::{Labels, METRIC_NAME, MatchKind, Matcher};
+use crate::storage::{Queryable, Series, is_stale};
+
+/// A value while an expression is evaluated.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<(Labels, f64)>),
+    Matrix(Vec<Series>),
+}
+
+impl Val {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::String(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+/// Parses a query; a syntax error says where and what was expected, as Prometheus does.
+pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    if query.trim().is_empty() {
+        return Err(QueryError::bad_data(
+            "1:1: parse error: no expression found in input",
+        ));
+    }
+    parser::parse(query).map_err(|e| QueryError::bad_data(position_of(query, &e)))
+}
+
+/// Prefixes a parser message with `line:column` when the parser gave an offset but no
+/// position, so a person finds the mistake.
+fn position_of(query: &str, message: &str) -> String {
+    let message = message.trim();
+    if message.starts_with(|c: char| c.is_ascii_digit()) && message.contains(':') {
+        return message.to_string();
+    }
+    // The parser's lexer errors name a byte offset as "at N" or "pos N".
+    let offset = ["at ", "pos ", "position "].iter().find_map(|key| {
+        let i = message.find(key)?;
+        let digits: String = message[i + key.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<usize>().ok()
+    });
+    let (line, column) = match offset {
+        Some(o) => line_col(query, o),
+        None => (1, 1),
+    };
+    format!("{line}:{column}: parse error: {message}")
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let upto = &text[..offset.min(text.len())];
+    let line = upto.matches('\n').count() + 1;
+    let column = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// What a selector read: the window covered and the series.
+struct Fetched {
+    lo: i64,
+    hi: i64,
+    series: Rc<Vec<Series>>,
+}
+
+pub(crate) struct Evaluator<'a> {
+    pub(crate) engine: &'a Engine,
+    store: &'a dyn Queryable,
+    /// The query's first and last evaluation time (`@ start()`, `@ end()`).
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    cache: RefCell<HashMap<usize, Fetched>>,
+    loaded: Cell<usize>,
+}
+
+pub(crate) fn to_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => to_ms(*d),
+        Some(Offset::Neg(d)) => -to_ms(*d),
+    }
+}
+
+fn system_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => to_ms(d),
+        Err(e) => -to_ms(e.duration()),
+    }
+}
+
+/// The matchers of a selector, the metric name included.
+pub(crate) fn matchers_of(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Vec<Matcher> {
+        let mut out: Vec<Matcher> = ms
+            .iter()
+            .map(|m| Matcher {
+                name: m.name.clone(),
+                kind: match &m.op {
+                    MatchOp::Equal => MatchKind::Equal,
+                    MatchOp::NotEqual => MatchKind::NotEqual,
+                    MatchOp::Re(r) => MatchKind::Regex(r.clone()),
+                    MatchOp::NotRe(r) => MatchKind::NotRegex(r.clone()),
+                },
+                value: m.value.clone(),
+            })
+            .collect();
+        if let Some(name) = &vs.name
+            && !out.iter().any(|m| m.name == METRIC_NAME)
+        {
+            out.push(Matcher::equal(METRIC_NAME, name));
+        }
+        out
+    };
+    if vs.matchers.or_matchers.is_empty() {
+        vec![convert(&vs.matchers.matchers)]
+    } else {
+        vs.matchers
+            .or_matchers
+            .iter()
+            .map(|group| convert(group))
+            .collect()
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    pub(crate) fn new(
+        engine: &'a Engine,
+        store: &'a dyn Queryable,
+        start: i64,
+        end: i64,
+        _step: i64,
+    ) -> Self {
+        Evaluator {
+            engine,
+            store,
+            start,
+            end,
+            cache: RefCell::new(HashMap::new()),
+            loaded: Cell::new(0),
+        }
+    }
+
+    /// An instant query's result.
+    pub(crate) fn top(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        Ok(match self.eval(expr, t)? {
+            Val::Scalar(v) => Value::Scalar(v),
+            Val::String(s) => Value::String(s),
+            Val::Vector(v) => Value::Vector(v),
+            Val::Matrix(m) => Value::Matrix(m),
+        })
+    }
+
+    /// A range query's result: the expression at each step.
+    pub(crate) fn range(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        let kind = static_kind(expr);
+        if kind == "range vector" || kind == "string" {
+            return Err(QueryError::bad_data(format!(
+                "invalid expression type \"{kind}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut t = start;
+        while t <= end {
+            match self.eval(expr, t)? {
+                Val::Scalar(v) => out.entry(Labels::new()).or_default().push((t, v)),
+                Val::Vector(v) => {
+                    for (labels, value) in v {
+                        out.entry(labels).or_default().push((t, value));
+                    }
+                }
+                other => {
+                    return Err(QueryError::bad_data(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        other.kind()
+                    )));
+                }
+            }
+            t += step;
+        }
+        Ok(out
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect())
+    }
+
+    pub(crate) fn eval(&self, expr: &Expr, t: i64) -> Result<Val, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(v) => Ok(Val::Vector(
+                    v.into_iter().map(|(l, x)| (l.without_name(), -x)).collect(),
+                )),
+                other => Err(QueryError::bad_data(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got \"{}\"",
+                    other.kind()
+                ))),
+            },
+            Expr::VectorSelector(vs) => self.instant_selector(vs, t).map(Val::Vector),
+            Expr::MatrixSelector(ms) => self
+                .range_selector(&ms.vs, to_ms(ms.range), t)
+                .map(Val::Matrix),
+            Expr::Subquery(sq) => self.subquery(sq, t).map(Val::Matrix),
+            Expr::Call(call) => super::functions::call(self, call, t),
+            Expr::Aggregate(agg) => super::aggregate::eval(self, agg, t),
+            Expr::Binary(b) => super::binary::eval(self, b, t),
+            Expr::Extension(_) => Err(QueryError::bad_data("unsupported expression")),
+        }
+    }
+
+    /// The time a selector is read at: `@` pins it, `offset` moves it back.
+    pub(crate) fn selector_time(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        t: i64,
+    ) -> i64 {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(st)) => system_ms(st),
+        };
+        base - offset_ms(offset)
+    }
+
+    /// The series of a selector with their samples in `[lo, hi]`, read once per query for the
+    /// whole window the query needs.
+    fn fetch(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Result<Rc<Vec<Series>>, QueryError> {
+        let key = std::ptr::from_ref(vs) as usize;
+        if let Some(f) = self.cache.borrow().get(&key)
+            && f.lo <= lo
+            && f.hi >= hi
+        {
+            return Ok(f.series.clone());
+        }
+        // Cover every step of the query at once (the steps move the window forward).
+        let span = if vs.at.is_some() {
+            0
+        } else {
+            self.end - self.start
+        };
+        let (lo, hi) = match self.cache.borrow().get(&key) {
+            Some(f) => (lo.min(f.lo), (hi + span).max(f.hi)),
+            None => (lo, hi + span),
+        };
+        let mut series: Vec<Series> = Vec::new();
+        for group in matchers_of(vs) {
+            for s in self.store.select(&group, lo, hi) {
+                if !series.iter().any(|x| x.labels == s.labels) {
+                    series.push(s);
+                }
+            }
+        }
+        let n: usize = series.iter().map(|s| s.samples.len()).sum();
+        self.loaded.set(self.loaded.get() + n);
+        if self.loaded.get() > self.engine.max_samples {
+            return Err(QueryError::execution(
+                "query processing would load too many samples into memory in query execution",
+            ));
+        }
+        let series = Rc::new(series);
+        self.cache.borrow_mut().insert(
+            key,
+            Fetched {
+                lo,
+                hi,
+                series: series.clone(),
+            },
+        );
+        Ok(series)
+    }
+
+    /// An instant selector at `t`: each series' newest sample within the lookback, unless it
+    /// is a stale marker.
+    pub(crate) fn instant_selector(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<(Labels, f64)>, QueryError> {
+        let te = self.selector_time(&vs.at, &vs.offset, t);
+        let lookback = to_ms(self.engine.lookback);
+        // (te - lookback, te]: a sample exactly a lookback old is gone.
+        let lo = te - lookback + 1;
+        let data = self.fetch(vs, lo, te)?;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let upto = s.samples.partition_point(|(ts, _)| *ts <= te);
+            if upto == 0 {
+                continue;
+            }
+            let (ts, v) = s.samples[upto - 1];
+            if ts < lo || is_stale(v) {
+                continue;
+            }
+            out.push((s.labels.clone(), v));
+        }
+        Ok(out)
+    }
+
+    /// A range selector at `t`: each series' samples in the range (stale markers left out).
+    pub(crate) fn range_selector(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        let te = self.selector_time(&vs.at, &vs.offset, t);
+        // Prometheus 2: [te - range, te].
+        let lo = te - range;
+        let data = self.fetch(vs, lo, te)?;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let from = s.samples.partition_point(|(ts, _)| *ts < lo);
+            let to = s.samples.partition_point(|(ts, _)| *ts <= te);
+            let samples: Vec<(i64, f64)> = s.samples[from..to]
+                .iter()
+                .filter(|(_, v)| !is_stale(*v))
+                .copied()
+                .collect();
+            if !samples.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A subquery: the inner expression at each step of its range, the steps aligned to
+    /// multiples of the step (as Prometheus aligns them).
+    fn subquery(&self, sq: &parser::SubqueryExpr, t: i64) -> Result<Vec<Series>, QueryError> {
+        let step = sq
+            .step
+            .map(to_ms)
+            .unwrap_or_else(|| to_ms(self.engine.default_subquery_step))
+            .max(1);
+        let te = self.selector_time(&sq.at, &sq.offset, t);
+        let from = te - to_ms(sq.range);
+        // The first multiple of the step at or after the range's start.
+        let mut first = from.div_euclid(step) * step;
+        if first < from {
+            first += step;
+        }
+        let inner = Evaluator::new(self.engine, self.store, first, te, step);
+        inner.range(&sq.expr, first, te, step)
+    }
+}
+
+/// The type an expression evaluates to, from its shape.
+pub(crate) fn static_kind(expr: &Expr) -> &'static str {
+    match expr {
+        Expr::NumberLiteral(_) => "scalar",
+        Expr::StringLiteral(_) => "string",
+        Expr::Paren(p) => static_kind(&p.expr),
+        Expr::Unary(u) => static_kind(&u.expr),
+        Expr::VectorSelector(_) | Expr::Aggregate(_) => "instant vector",
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => "range vector",
+        Expr::Call(c) => match c.func.return_type {
+            parser::value::ValueType::Scalar => "scalar",
+            parser::value::ValueType::String => "string",
+            parser::value::ValueType::Matrix => "range vector",
+            parser::value::ValueType::Vector => "instant vector",
+        },
+        Expr::Binary(b) => {
+            if static_kind(&b.lhs) == "scalar" && static_kind(&b.rhs) == "scalar" {
+                "scalar"
+            } else {
+                "instant vector"
+            }
+        }
+        Expr::Extension(_) => "instant vector",
+    }
+}
