@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use slipway_metrics::labels::Labels;
 use slipway_metrics::promql::{Engine, Value};
-use slipway_metrics::storage::{Appender, MemoryStore, Series};
+use slipway_metrics::storage::Series;
+use slipway_metrics::storage::tsdb::{Tsdb, TsdbOptions};
 
 /// A series and its samples.
 type Synthetic = (Labels, Vec<(i64, f64)>);
@@ -395,7 +396,7 @@ fn parse_answer(body: &str) -> Answer {
     }
 }
 
-fn ours_instant(store: &MemoryStore, q: &str, t: i64) -> Answer {
+fn ours_instant(store: &Tsdb, q: &str, t: i64) -> Answer {
     match Engine::default().instant(store, q, t) {
         Ok(Value::Scalar(v)) => Answer::Scalar(v),
         Ok(Value::Vector(v)) => Answer::Series(
@@ -546,14 +547,32 @@ fn promql_answers_match_prometheus() {
     let now = jiff::Timestamp::now().as_millisecond();
     let end = (now - 600_000) / 60_000 * 60_000;
     let data = synthetic(end);
-    let store = MemoryStore::new();
+    // Slipway's own store, with one-hour blocks so that queries read blocks and the head.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Tsdb::open(
+        &dir.path().join("slipway"),
+        TsdbOptions {
+            retention: Duration::from_secs(30 * 86_400),
+            block: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let mut batches: BTreeMap<i64, Vec<(Labels, i64, f64)>> = BTreeMap::new();
     for (labels, samples) in &data {
         for (t, v) in samples {
-            store.append(labels, *t, *v);
+            batches
+                .entry(t / 15_000)
+                .or_default()
+                .push((labels.clone(), *t, *v));
         }
     }
-    let dir = tempfile::tempdir().unwrap();
+    for batch in batches.into_values() {
+        store.append_batch(&batch).unwrap();
+    }
+    store.maintain().unwrap();
+    assert!(store.stats().blocks >= 1, "{:?}", store.stats());
     let prometheus = start_prometheus(dir.path(), &openmetrics(&data));
+    let store: &Tsdb = &store;
     let times = [
         end - 7_200_000 + 7_321,
         end - 3_600_000,
@@ -575,7 +594,7 @@ fn promql_answers_match_prometheus() {
     for q in INSTANT {
         for t in times {
             let theirs = prom_instant(&prometheus, q, t);
-            let ours = ours_instant(&store, q, t);
+            let ours = ours_instant(store, q, t);
             compared += 1;
             points += count(&theirs);
             if let Err(e) = compare(&format!("{q} @ {t}"), &ours, &theirs) {
@@ -588,7 +607,7 @@ fn promql_answers_match_prometheus() {
         let theirs = prom_range(&prometheus, q, start, stop, step);
         let ours = Answer::Series(series_map(
             Engine::default()
-                .range(&store, q, start, stop, step)
+                .range(store, q, start, stop, step)
                 .unwrap_or_else(|e| panic!("{q}: {e}")),
         ));
         compared += 1;

@@ -1,8 +1,12 @@
 //! Where samples are kept, as the query engine reads them: series selected by label matchers,
 //! each with its samples in a time range. [`Queryable`] is what the PromQL engine needs;
-//! [`Appender`] what scraping writes. The embedded store implements both.
+//! [`Appender`] what scraping writes. The embedded store ([`tsdb::Tsdb`]: a head of
+//! compressed chunks, a write-ahead log, blocks on disk) implements both.
 
+mod block;
 pub mod chunk;
+pub mod tsdb;
+mod wal;
 
 use crate::labels::{Labels, Matcher};
 

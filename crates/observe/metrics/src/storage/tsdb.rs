@@ -1,0 +1,621 @@
+//! The embedded time-series store: a head in memory with the recent samples of every active
+//! series in compressed chunks (and an inverted index of their labels), a write-ahead log
+//! that makes every append survive a crash, and immutable blocks on disk for older samples,
+//! deleted at the end of their retention.
+//!
+//! Memory is the head: the series seen in the last block range or so (about 1.5 × `block`),
+//! each with its chunks of that time. When the head spans more than 1.5 blocks, its oldest
+//! block range is written out as a block, dropped from memory, and the log is checkpointed to
+//! what the head still holds. A series with nothing left in the head is forgotten.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use super::block::{self, Block, Index};
+use super::chunk::Chunk;
+use super::wal::{Record, Wal};
+use super::{Appender, Queryable, Series};
+use crate::labels::{Labels, MatchKind, Matcher, matches_all};
+
+/// Samples per head chunk before it is sealed and a new one starts (as Prometheus).
+const CHUNK_SAMPLES: usize = 120;
+/// Block indexes kept in memory for queries.
+const CACHED_INDEXES: usize = 8;
+
+/// Settings.
+#[derive(Clone, Copy, Debug)]
+pub struct TsdbOptions {
+    /// How long samples are kept.
+    pub retention: Duration,
+    /// The time range of a block (and so about two thirds of what the head holds).
+    pub block: Duration,
+}
+
+impl Default for TsdbOptions {
+    fn default() -> Self {
+        TsdbOptions {
+            retention: Duration::from_secs(30 * 86_400),
+            block: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+struct HeadSeries {
+    labels: Labels,
+    sealed: Vec<Chunk>,
+    open: Chunk,
+    last_t: i64,
+}
+
+impl HeadSeries {
+    fn samples_in(&self, start: i64, end: i64, out: &mut Vec<(i64, f64)>) {
+        for c in self.sealed.iter().chain(std::iter::once(&self.open)) {
+            let (Some(a), Some(b)) = (c.min_time(), c.max_time()) else {
+                continue;
+            };
+            if b < start || a > end {
+                continue;
+            }
+            out.extend(c.iter().filter(|(t, _)| *t >= start && *t <= end));
+        }
+    }
+
+    fn min_time(&self) -> Option<i64> {
+        self.sealed
+            .first()
+            .and_then(Chunk::min_time)
+            .or_else(|| self.open.min_time())
+    }
+}
+
+#[derive(Default)]
+struct Head {
+    series: Vec<HeadSeries>,
+    ids: HashMap<Labels, u32>,
+    /// label name → value → series ids (sorted).
+    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    min_time: Option<i64>,
+    max_time: Option<i64>,
+}
+
+impl Head {
+    fn add_series(&mut self, labels: Labels) -> u32 {
+        let id = u32::try_from(self.series.len()).unwrap_or(u32::MAX);
+        for (k, v) in labels.iter() {
+            self.postings
+                .entry(k.to_string())
+                .or_default()
+                .entry(v.to_string())
+                .or_default()
+                .push(id);
+        }
+        self.ids.insert(labels.clone(), id);
+        self.series.push(HeadSeries {
+            labels,
+            sealed: Vec::new(),
+            open: Chunk::new(),
+            last_t: i64::MIN,
+        });
+        id
+    }
+
+    fn append(&mut self, id: u32, t: i64, v: f64) -> bool {
+        let Some(s) = self.series.get_mut(id as usize) else {
+            return false;
+        };
+        if t <= s.last_t {
+            return false;
+        }
+        if s.open.len() >= CHUNK_SAMPLES {
+            let full = std::mem::take(&mut s.open);
+            s.sealed.push(full);
+        }
+        if !s.open.append(t, v) {
+            return false;
+        }
+        s.last_t = t;
+        self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        true
+    }
+
+    /// Candidate series for matchers: the intersection of the postings of the equality
+    /// matchers that need a value; every series when there are none.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let mut lists: Vec<&Vec<u32>> = Vec::new();
+        for m in matchers {
+            if let MatchKind::Equal = m.kind
+                && !m.value.is_empty()
+            {
+                match self
+                    .postings
+                    .get(&m.name)
+                    .and_then(|vals| vals.get(&m.value))
+                {
+                    Some(list) => lists.push(list),
+                    None => return Vec::new(),
+                }
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        match lists.split_first() {
+            None => (0..u32::try_from(self.series.len()).unwrap_or(u32::MAX)).collect(),
+            Some((first, rest)) => first
+                .iter()
+                .copied()
+                .filter(|id| rest.iter().all(|l| l.binary_search(id).is_ok()))
+                .collect(),
+        }
+    }
+}
+
+/// What the store holds, for `/metrics` and the benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct TsdbStats {
+    /// Series in the head.
+    pub head_series: usize,
+    /// Samples in the head.
+    pub head_samples: usize,
+    /// Bytes of compressed chunks in the head.
+    pub head_chunk_bytes: usize,
+    /// Blocks on disk.
+    pub blocks: usize,
+    /// Bytes on disk (blocks and log).
+    pub disk_bytes: u64,
+    /// Samples refused for being out of order.
+    pub out_of_order: u64,
+}
+
+/// See the module docs.
+pub struct Tsdb {
+    dir: PathBuf,
+    options: TsdbOptions,
+    head: RwLock<Head>,
+    wal: Mutex<Wal>,
+    blocks: RwLock<Vec<Block>>,
+    indexes: Mutex<VecDeque<(PathBuf, Arc<Index>)>>,
+    out_of_order: std::sync::atomic::AtomicU64,
+}
+
+fn io_err(e: std::sync::PoisonError<impl Sized>) -> std::io::Error {
+    std::io::Error::other(format!("a lock was poisoned: {e}"))
+}
+
+impl Tsdb {
+    /// Opens (or creates) the store in `dir`, replaying its log.
+    pub fn open(dir: &Path, options: TsdbOptions) -> std::io::Result<Arc<Tsdb>> {
+        std::fs::create_dir_all(dir)?;
+        let blocks = block::list(&dir.join("blocks"))?;
+        let (wal, records) = Wal::open(&dir.join("wal"))?;
+        // Samples a block already holds are not replayed (a crash between writing a block
+        // and checkpointing the log).
+        let covered = blocks.last().map_or(i64::MIN, |b| b.meta.max_time);
+        let mut head = Head::default();
+        let mut ids: HashMap<u32, u32> = HashMap::new();
+        for r in records {
+            match r {
+                Record::Series { id, labels } => {
+                    let own = match head.ids.get(&labels) {
+                        Some(own) => *own,
+                        None => head.add_series(labels),
+                    };
+                    ids.insert(id, own);
+                }
+                Record::Samples(samples) => {
+                    for (id, t, v) in samples {
+                        if t <= covered {
+                            continue;
+                        }
+                        if let Some(own) = ids.get(&id) {
+                            head.append(*own, t, v);
+                        }
+                    }
+                }
+            }
+        }
+        let db = Arc::new(Tsdb {
+            dir: dir.to_path_buf(),
+            options,
+            head: RwLock::new(head),
+            wal: Mutex::new(wal),
+            blocks: RwLock::new(blocks),
+            indexes: Mutex::new(VecDeque::new()),
+            out_of_order: std::sync::atomic::AtomicU64::new(0),
+        });
+        // The replayed head becomes the log's new start (ids were renumbered).
+        db.checkpoint()?;
+        Ok(db)
+    }
+
+    /// Appends a batch of samples (a scrape), writing it to the log first. Returns how many
+    /// were stored (out-of-order ones are refused).
+    pub fn append_batch(&self, samples: &[(Labels, i64, f64)]) -> std::io::Result<usize> {
+        let mut head = self.head.write().map_err(io_err)?;
+        let mut wal = self.wal.lock().map_err(io_err)?;
+        let mut records: Vec<(u32, i64, f64)> = Vec::with_capacity(samples.len());
+        let mut stored = 0;
+        for (labels, t, v) in samples {
+            let id = match head.ids.get(labels) {
+                Some(id) => *id,
+                None => {
+                    let id = head.add_series(labels.clone());
+                    wal.append(&Record::Series {
+                        id,
+                        labels: labels.clone(),
+                    })?;
+                    id
+                }
+            };
+            if head.append(id, *t, *v) {
+                records.push((id, *t, *v));
+                stored += 1;
+            } else {
+                self.out_of_order
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if !records.is_empty() {
+            wal.append(&Record::Samples(records))?;
+        }
+        Ok(stored)
+    }
+
+    /// Syncs the log: everything appended so far survives a crash.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.wal.lock().map_err(io_err)?.sync()
+    }
+
+    /// Writes the head's oldest block range out when the head spans more than 1.5 blocks,
+    /// and deletes blocks past the retention. Call it every minute or so.
+    pub fn maintain(&self) -> std::io::Result<()> {
+        let block_ms = i64::try_from(self.options.block.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        loop {
+            let (min, max) = {
+                let head = self.head.read().map_err(io_err)?;
+                match (head.min_time, head.max_time) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => break,
+                }
+            };
+            if max - min < block_ms + block_ms / 2 {
+                break;
+            }
+            let start = min.div_euclid(block_ms) * block_ms;
+            self.cut(start + block_ms)?;
+        }
+        self.expire()
+    }
+
+    /// Moves every head sample before `until` into a block.
+    fn cut(&self, until: i64) -> std::io::Result<()> {
+        let mut head = self.head.write().map_err(io_err)?;
+        let mut out: Vec<(Labels, Vec<Chunk>)> = Vec::new();
+        let mut kept: Vec<HeadSeries> = Vec::new();
+        for s in std::mem::take(&mut head.series) {
+            let mut old = Vec::new();
+            let mut new = Vec::new();
+            for c in s.sealed.iter().chain(std::iter::once(&s.open)) {
+                match (c.min_time(), c.max_time()) {
+                    (Some(_), Some(b)) if b < until => old.push(c.clone()),
+                    (Some(a), Some(_)) if a >= until => new.push(c.clone()),
+                    (Some(_), Some(_)) => {
+                        let (mut before, mut after) = (Chunk::new(), Chunk::new());
+                        for (t, v) in c.iter() {
+                            if t < until {
+                                before.append(t, v);
+                            } else {
+                                after.append(t, v);
+                            }
+                        }
+                        old.push(before);
+                        new.push(after);
+                    }
+                    _ => {}
+                }
+            }
+            if !old.is_empty() {
+                out.push((s.labels.clone(), old));
+            }
+            if !new.is_empty() {
+                let open = new.pop().unwrap_or_default();
+                kept.push(HeadSeries {
+                    labels: s.labels,
+                    sealed: new,
+                    open,
+                    last_t: s.last_t,
+                });
+            }
+        }
+        // The block first: once it is on disk, the head may let go of its samples.
+        if let Some(b) = block::write(&self.dir.join("blocks"), &out)? {
+            self.blocks.write().map_err(io_err)?.push(b);
+        }
+        let mut fresh = Head::default();
+        for s in kept {
+            let id = fresh.add_series(s.labels.clone());
+            let min = s.min_time();
+            let slot = &mut fresh.series[id as usize];
+            slot.sealed = s.sealed;
+            slot.open = s.open;
+            slot.last_t = s.last_t;
+            if let Some(m) = min {
+                fresh.min_time = Some(fresh.min_time.map_or(m, |x| x.min(m)));
+            }
+            fresh.max_time = Some(fresh.max_time.map_or(s.last_t, |x| x.max(s.last_t)));
+        }
+        *head = fresh;
+        drop(head);
+        self.checkpoint()
+    }
+
+    /// Rewrites the log as what the head holds now.
+    fn checkpoint(&self) -> std::io::Result<()> {
+        let head = self.head.read().map_err(io_err)?;
+        let mut records = Vec::new();
+        for (id, s) in head.series.iter().enumerate() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            records.push(Record::Series {
+                id,
+                labels: s.labels.clone(),
+            });
+            let mut samples = Vec::new();
+            s.samples_in(i64::MIN, i64::MAX, &mut samples);
+            if !samples.is_empty() {
+                records.push(Record::Samples(
+                    samples.into_iter().map(|(t, v)| (id, t, v)).collect(),
+                ));
+            }
+        }
+        let mut wal = self.wal.lock().map_err(io_err)?;
+        wal.checkpoint(&records)
+    }
+
+    /// Deletes blocks whose samples are all older than the retention (counted back from the
+    /// newest sample).
+    fn expire(&self) -> std::io::Result<()> {
+        let newest = {
+            let head = self.head.read().map_err(io_err)?;
+            head.max_time
+        };
+        let Some(newest) = newest.or_else(|| {
+            self.blocks
+                .read()
+                .ok()
+                .and_then(|b| b.last().map(|b| b.meta.max_time))
+        }) else {
+            return Ok(());
+        };
+        let horizon =
+            newest - i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX);
+        let mut blocks = self.blocks.write().map_err(io_err)?;
+        let (gone, kept): (Vec<Block>, Vec<Block>) =
+            blocks.drain(..).partition(|b| b.meta.max_time < horizon);
+        *blocks = kept;
+        drop(blocks);
+        for b in gone {
+            std::fs::remove_dir_all(&b.dir)?;
+            if let Ok(mut cache) = self.indexes.lock() {
+                cache.retain(|(p, _)| *p != b.dir);
+            }
+        }
+        Ok(())
+    }
+
+    fn index(&self, b: &Block) -> std::io::Result<Arc<Index>> {
+        if let Ok(cache) = self.indexes.lock()
+            && let Some((_, i)) = cache.iter().find(|(p, _)| *p == b.dir)
+        {
+            return Ok(i.clone());
+        }
+        let index = Arc::new(b.index()?);
+        if let Ok(mut cache) = self.indexes.lock() {
+            cache.push_back((b.dir.clone(), index.clone()));
+            while cache.len() > CACHED_INDEXES {
+                cache.pop_front();
+            }
+        }
+        Ok(index)
+    }
+
+    /// What it holds.
+    pub fn stats(&self) -> TsdbStats {
+        let (head_series, head_samples, head_chunk_bytes) = self
+            .head
+            .read()
+            .map(|h| {
+                let samples: usize = h
+                    .series
+                    .iter()
+                    .map(|s| s.sealed.iter().map(Chunk::len).sum::<usize>() + s.open.len())
+                    .sum();
+                let bytes: usize = h
+                    .series
+                    .iter()
+                    .map(|s| {
+                        s.sealed.iter().map(Chunk::encoded_len).sum::<usize>()
+                            + s.open.encoded_len()
+                    })
+                    .sum();
+                (h.series.len(), samples, bytes)
+            })
+            .unwrap_or_default();
+        let blocks = self.blocks.read().map(|b| b.clone()).unwrap_or_default();
+        let wal = self.wal.lock().map(|w| w.size()).unwrap_or(0);
+        TsdbStats {
+            head_series,
+            head_samples,
+            head_chunk_bytes,
+            blocks: blocks.len(),
+            disk_bytes: blocks.iter().map(Block::size).sum::<u64>() + wal,
+            out_of_order: self.out_of_order.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Label names of series with samples in `[start, end]` matching `matchers`.
+    pub fn label_names(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<String> {
+        let mut names = BTreeSet::new();
+        for l in self.series(matchers, start, end) {
+            for (k, _) in l.iter() {
+                names.insert(k.to_string());
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    /// Values of a label over the series with samples in `[start, end]` matching `matchers`.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<String> {
+        let mut values = BTreeSet::new();
+        for l in self.series(matchers, start, end) {
+            if let Some(v) = l.get(name) {
+                values.insert(v.to_string());
+            }
+        }
+        values.into_iter().collect()
+    }
+}
+
+impl Appender for Tsdb {
+    fn append(&self, labels: &Labels, t: i64, v: f64) -> bool {
+        self.append_batch(&[(labels.clone(), t, v)])
+            .is_ok_and(|n| n == 1)
+    }
+}
+
+impl Queryable for Tsdb {
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Series> {
+        let mut found: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let blocks: Vec<Block> = self
+            .blocks
+            .read()
+            .map(|b| {
+                b.iter()
+                    .filter(|b| b.meta.max_time >= start && b.meta.min_time <= end)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for b in &blocks {
+            let (Ok(index), Ok(file)) = (self.index(b), b.chunks_file()) else {
+                tracing_warn(&b.dir);
+                continue;
+            };
+            for (labels, chunks) in &index.series {
+                if !matches_all(matchers, labels) {
+                    continue;
+                }
+                let out = found.entry(labels.clone()).or_default();
+                for r in chunks
+                    .iter()
+                    .filter(|r| r.max_time >= start && r.min_time <= end)
+                {
+                    if let Ok(c) = b.chunk(&file, r) {
+                        out.extend(c.iter().filter(|(t, _)| *t >= start && *t <= end));
+                    }
+                }
+            }
+        }
+        if let Ok(head) = self.head.read() {
+            for id in head.candidates(matchers) {
+                let s = &head.series[id as usize];
+                if !matches_all(matchers, &s.labels) {
+                    continue;
+                }
+                let mut samples = Vec::new();
+                s.samples_in(start, end, &mut samples);
+                if !samples.is_empty() {
+                    found.entry(s.labels.clone()).or_default().extend(samples);
+                }
+            }
+        }
+        let mut out: Vec<Series> = found
+            .into_iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(labels, mut samples)| {
+                samples.sort_by_key(|(t, _)| *t);
+                samples.dedup_by_key(|(t, _)| *t);
+                Series { labels, samples }
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+}
+
+fn tracing_warn(dir: &Path) {
+    eprintln!("slipway-metrics: cannot read block {}", dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(i: usize) -> Labels {
+        Labels::from_pairs([
+            ("__name__".to_string(), "m".to_string()),
+            ("i".to_string(), i.to_string()),
+        ])
+    }
+
+    #[test]
+    fn samples_survive_a_reopen_blocks_are_cut_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = TsdbOptions {
+            retention: Duration::from_secs(4 * 3600),
+            block: Duration::from_secs(3600),
+        };
+        let db = Tsdb::open(dir.path(), options).unwrap();
+        // Three hours of 15 s samples for 5 series.
+        for k in 0..720 {
+            let t = k * 15_000;
+            let batch: Vec<(Labels, i64, f64)> = (0..5).map(|i| (labels(i), t, k as f64)).collect();
+            db.append_batch(&batch).unwrap();
+        }
+        db.sync().unwrap();
+        db.maintain().unwrap();
+        let stats = db.stats();
+        assert!(stats.blocks >= 1, "{stats:?}");
+        assert_eq!(stats.head_series, 5);
+        // Everything still answers, across blocks and the head.
+        let all = db.select(&[Matcher::equal("i", "3")], 0, i64::MAX);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].samples.len(), 720);
+        assert!(all[0].samples.windows(2).all(|w| w[0].0 < w[1].0));
+        drop(db);
+        // Reopened: the head comes back from the log, the blocks from disk.
+        let db = Tsdb::open(dir.path(), options).unwrap();
+        let all = db.select(&[Matcher::equal("i", "3")], 0, i64::MAX);
+        assert_eq!(all[0].samples.len(), 720);
+        // Ten hours later, the oldest hours are past the retention.
+        for k in 720..2400 {
+            db.append_batch(&[(labels(0), k * 15_000, k as f64)])
+                .unwrap();
+        }
+        db.maintain().unwrap();
+        let left = db.select(&[Matcher::equal("i", "0")], 0, i64::MAX);
+        let first = left[0].samples[0].0;
+        assert!(first >= 2400 * 15_000 - 5 * 3600 * 1000, "{first}");
+        assert!(
+            db.select(&[Matcher::equal("i", "3")], 0, i64::MAX)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn out_of_order_samples_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(dir.path(), TsdbOptions::default()).unwrap();
+        assert_eq!(db.append_batch(&[(labels(1), 10, 1.0)]).unwrap(), 1);
+        assert_eq!(db.append_batch(&[(labels(1), 10, 2.0)]).unwrap(), 0);
+        assert_eq!(db.stats().out_of_order, 1);
+    }
+}
