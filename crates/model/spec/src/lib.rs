@@ -21,6 +21,7 @@ pub mod init;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod promql;
 pub mod resolve;
 pub mod units;
 

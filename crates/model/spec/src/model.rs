@@ -72,6 +72,10 @@ pub struct Config {
     /// Instance log capture.
     #[serde(default)]
     pub logs: Logs,
+    /// Metrics: how long they are kept, extra scrape targets, recording rules, and a real
+    /// Prometheus to ship them to or to query instead.
+    #[serde(default)]
+    pub metrics: Metrics,
     /// The application's database and its migrations.
     pub database: Option<Database>,
     /// The delivery pipeline: stages, jobs and steps.
@@ -244,6 +248,71 @@ pub struct Service {
     pub resources: Option<Resources>,
     /// Container image, for the Docker and Kubernetes runtimes.
     pub image: Option<String>,
+    /// Where its instances expose Prometheus metrics, to be scraped.
+    pub metrics: Option<ServiceMetrics>,
+}
+
+/// `metrics = { path = "/metrics", interval = "15s" }` of a service.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceMetrics {
+    /// HTTP path (default `/metrics`).
+    pub path: Option<String>,
+    /// How often each instance is scraped (default `[metrics] interval`, 15s).
+    pub interval: Option<Duration>,
+    /// Port on the instance (default its `$PORT`; a worker needs one).
+    pub port: Option<u16>,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// How long samples are kept (default 30d).
+    pub retention: Option<Duration>,
+    /// Default scrape interval (default 15s).
+    pub interval: Option<Duration>,
+    /// Extra targets: exporters such as postgres_exporter or node_exporter.
+    #[serde(default)]
+    pub targets: Vec<MetricsTarget>,
+    /// Recording rules: `record` names the series `expr` (PromQL) computes.
+    #[serde(default)]
+    pub rules: Vec<RecordingRule>,
+    /// Prometheus rule files (YAML), relative to the project folder; globs allowed.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// A Prometheus-compatible remote-write endpoint every sample is also shipped to.
+    pub remote_write: Option<String>,
+}
+
+/// One `[[metrics.targets]]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsTarget {
+    /// Its `job` label.
+    pub name: String,
+    /// The URL scraped (`http://127.0.0.1:9187/metrics`).
+    pub url: String,
+    /// How often (default `[metrics] interval`).
+    pub interval: Option<Duration>,
+    /// Labels added to its series.
+    #[serde(default)]
+    pub labels: IndexMap<String, String>,
+}
+
+/// One `[[metrics.rules]]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRule {
+    /// The series it writes.
+    pub record: String,
+    /// The PromQL expression.
+    pub expr: String,
+    /// Labels added to the result.
+    #[serde(default)]
+    pub labels: IndexMap<String, String>,
+    /// How often it is evaluated (default `[metrics] interval`).
+    pub interval: Option<Duration>,
 }
 
 /// A readiness or liveness check: an HTTP path, or a table.

@@ -38,6 +38,68 @@ pub struct ResolvedEnv {
     pub gate: Gate,
     /// The application's database, if declared.
     pub database: Option<Database>,
+    /// Metrics settings (the same for every environment).
+    #[serde(default)]
+    pub metrics: ResolvedMetrics,
+}
+
+/// `[metrics]` with defaults filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedMetrics {
+    /// How long samples are kept.
+    pub retention: Duration,
+    /// Default scrape and rule interval.
+    pub interval: Duration,
+    /// Extra scrape targets.
+    pub targets: Vec<crate::model::MetricsTarget>,
+    /// Recording rules from the file.
+    pub rules: Vec<crate::model::RecordingRule>,
+    /// Prometheus rule files (as written).
+    pub rule_files: Vec<String>,
+    /// Remote-write endpoint.
+    pub remote_write: Option<String>,
+}
+
+impl Default for ResolvedMetrics {
+    fn default() -> Self {
+        ResolvedMetrics {
+            retention: Duration::from_secs(30 * 86_400),
+            interval: Duration::from_secs(15),
+            targets: Vec::new(),
+            rules: Vec::new(),
+            rule_files: Vec::new(),
+            remote_write: None,
+        }
+    }
+}
+
+impl PartialEq for crate::model::MetricsTarget {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name
+            && self.url == o.url
+            && self.interval == o.interval
+            && self.labels == o.labels
+    }
+}
+
+impl PartialEq for crate::model::RecordingRule {
+    fn eq(&self, o: &Self) -> bool {
+        self.record == o.record
+            && self.expr == o.expr
+            && self.labels == o.labels
+            && self.interval == o.interval
+    }
+}
+
+/// Where a service's instances are scraped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedScrape {
+    /// HTTP path.
+    pub path: String,
+    /// Interval.
+    pub interval: Duration,
+    /// A fixed port on the instance (`None`: its `$PORT`).
+    pub port: Option<u16>,
 }
 
 /// A declared secret.
@@ -129,6 +191,9 @@ pub struct ResolvedService {
     pub resources: Option<Resources>,
     /// Container image.
     pub image: Option<String>,
+    /// Where its instances expose metrics, if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ResolvedScrape>,
 }
 
 /// A resolved health check.
@@ -377,7 +442,12 @@ pub(crate) fn resolve(
     let services = merged_services(config, environment)?
         .into_iter()
         .map(|(name, s)| {
-            let resolved = resolve_service(&name, &s, &deploy, &shared, &secrets, dir);
+            let mut resolved = resolve_service(&name, &s, &deploy, &shared, &secrets, dir);
+            if let (Some(m), Some(spec)) = (resolved.metrics.as_mut(), s.metrics.as_ref())
+                && spec.interval.is_none()
+            {
+                m.interval = config.metrics.interval.unwrap_or(Duration::from_secs(15));
+            }
             (name, resolved)
         })
         .collect();
@@ -404,6 +474,17 @@ pub(crate) fn resolve(
             approval: env_spec.map(|e| e.approval).unwrap_or_default(),
         },
         database,
+        metrics: ResolvedMetrics {
+            retention: config
+                .metrics
+                .retention
+                .unwrap_or(Duration::from_secs(30 * 86_400)),
+            interval: config.metrics.interval.unwrap_or(Duration::from_secs(15)),
+            targets: config.metrics.targets.clone(),
+            rules: config.metrics.rules.clone(),
+            rule_files: config.metrics.rule_files.clone(),
+            remote_write: config.metrics.remote_write.clone(),
+        },
     })
 }
 
@@ -502,6 +583,11 @@ fn resolve_service(
         secrets: secrets_for_service,
         resources: s.resources.clone(),
         image: s.image.clone(),
+        metrics: s.metrics.as_ref().map(|m| ResolvedScrape {
+            path: m.path.clone().unwrap_or_else(|| "/metrics".into()),
+            interval: m.interval.unwrap_or(Duration::from_secs(15)),
+            port: m.port,
+        }),
     }
 }
 

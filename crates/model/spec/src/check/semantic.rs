@@ -94,6 +94,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             self.out.push(d);
         }
         self.alerts();
+        self.metrics();
         self.slos();
         self.pipeline();
         self.flags();
@@ -827,6 +828,92 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         }
     }
 
+    /// A PromQL expression at `path`: a syntax error points into the string, at the token the
+    /// parser could not take.
+    fn promql_at(&mut self, path: &KeyPath, expr: &str) {
+        if let Err(e) = crate::promql::parse(expr) {
+            let span = self.locator.value_span(path).map(|r| {
+                let raw = &self.source.text[r.clone()];
+                let at = r.start + raw_offset(raw, e.offset);
+                at..(at + 1).min(r.end.max(at + 1))
+            });
+            let d = self.source.diagnostic(
+                Level::Error,
+                span.unwrap_or(0..0),
+                path.to_string(),
+                format!("invalid PromQL: {}", e.message),
+                Some("see https://prometheus.io/docs/prometheus/latest/querying/basics/".into()),
+            );
+            self.out.push(d);
+        }
+    }
+
+    fn metrics(&mut self) {
+        let m = &self.config.metrics;
+        let valid_name = |n: &str| {
+            let mut chars = n.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for (i, t) in m.targets.iter().enumerate() {
+            let base = KeyPath::root().key("metrics").key("targets").index(i);
+            if names.contains(&t.name.as_str()) {
+                self.error_at(
+                    &base.key("name"),
+                    format!("two metrics targets are named `{}`", t.name),
+                    Some("the name is the `job` label of its series: make it unique".into()),
+                );
+            }
+            names.push(&t.name);
+            let ok = (t.url.starts_with("http://") || t.url.starts_with("https://"))
+                && t.url.len() > "http://".len();
+            if !ok {
+                self.error_at(
+                    &base.key("url"),
+                    format!("`{}` is not an http(s) URL", t.url),
+                    Some(
+                        "write the exporter's address, e.g. \"http://127.0.0.1:9187/metrics\""
+                            .into(),
+                    ),
+                );
+            }
+        }
+        for (i, r) in m.rules.iter().enumerate() {
+            let base = KeyPath::root().key("metrics").key("rules").index(i);
+            if !valid_name(&r.record) {
+                self.error_at(
+                    &base.key("record"),
+                    format!("`{}` is not a metric name", r.record),
+                    Some("use letters, digits, `_` and `:`, as in `job:http_errors:rate5m`".into()),
+                );
+            }
+            self.promql_at(&base.key("expr"), &r.expr);
+        }
+        for (name, service) in &self.config.services {
+            let Some(sm) = &service.metrics else { continue };
+            let base = KeyPath::root().key("services").key(name).key("metrics");
+            if let Some(path) = &sm.path
+                && !path.starts_with('/')
+            {
+                self.error_at(
+                    &base.key("path"),
+                    format!("metrics path `{path}` of `{name}` must start with `/`"),
+                    Some(format!("write \"/{path}\"")),
+                );
+            }
+            if service.kind.unwrap_or_default() != ServiceKind::Web && sm.port.is_none() {
+                self.error_at(
+                    &base,
+                    format!("`{name}` has no `$PORT`, so its metrics need a `port`"),
+                    Some("add `port = 9100` (where the process serves /metrics)".into()),
+                );
+            }
+        }
+    }
+
     fn channels(&mut self) {
         for (name, channel) in &self.config.channels {
             let base = KeyPath::root().key("channels").key(name);
@@ -904,4 +991,45 @@ fn find_cycle(services: &IndexMap<String, Service>) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// Where the `offset`-th byte of a TOML string's value is in its source (`raw`, quotes
+/// included): escapes in a basic string take more source than value.
+fn raw_offset(raw: &str, offset: usize) -> usize {
+    let (quote, escapes) = if raw.starts_with("\"\"\"") {
+        (3, true)
+    } else if raw.starts_with("'''") {
+        (3, false)
+    } else {
+        (1, raw.starts_with('"'))
+    };
+    let body = &raw[quote.min(raw.len())..];
+    let mut value = 0;
+    let mut chars = body.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if value >= offset {
+            return quote + i;
+        }
+        if escapes && c == '\\' {
+            let esc = chars.next().map(|(_, e)| e);
+            value += match esc {
+                Some('u') => {
+                    for _ in 0..4 {
+                        chars.next();
+                    }
+                    1
+                }
+                Some('U') => {
+                    for _ in 0..8 {
+                        chars.next();
+                    }
+                    1
+                }
+                _ => 1,
+            };
+        } else {
+            value += c.len_utf8();
+        }
+    }
+    raw.len()
 }

@@ -36,42 +36,7 @@ impl Val {
 
 /// Parses a query; a syntax error says where and what was expected, as Prometheus does.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
-    if query.trim().is_empty() {
-        return Err(QueryError::bad_data(
-            "1:1: parse error: no expression found in input",
-        ));
-    }
-    parser::parse(query).map_err(|e| QueryError::bad_data(position_of(query, &e)))
-}
-
-/// Prefixes a parser message with `line:column` when the parser gave an offset but no
-/// position, so a person finds the mistake.
-fn position_of(query: &str, message: &str) -> String {
-    let message = message.trim();
-    if message.starts_with(|c: char| c.is_ascii_digit()) && message.contains(':') {
-        return message.to_string();
-    }
-    // The parser's lexer errors name a byte offset as "at N" or "pos N".
-    let offset = ["at ", "pos ", "position "].iter().find_map(|key| {
-        let i = message.find(key)?;
-        let digits: String = message[i + key.len()..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse::<usize>().ok()
-    });
-    let (line, column) = match offset {
-        Some(o) => line_col(query, o),
-        None => (1, 1),
-    };
-    format!("{line}:{column}: parse error: {message}")
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let upto = &text[..offset.min(text.len())];
-    let line = upto.matches('\n').count() + 1;
-    let column = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+    slipway_spec::promql::parse(query).map_err(|e| QueryError::bad_data(e.to_string()))
 }
 
 /// What a selector read: the window covered and the series.
