@@ -188,6 +188,76 @@ struct Web {
     version: HeaderValue,
     healthy: AtomicBool,
     served: AtomicU64,
+    metrics: Metrics,
+}
+
+/// Upper bounds of the request duration histogram, in seconds.
+const BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+const ROUTES: [&str; 2] = ["/", "/work"];
+
+/// What `/metrics` reports: requests by route and status, and their durations, in the
+/// Prometheus text format (atomics only, so the request path stays cheap).
+#[derive(Default)]
+struct Metrics {
+    /// `[route][ok, error]`.
+    requests: [[AtomicU64; 2]; 2],
+    /// `[route][bucket]`, cumulative at render time; the last is +Inf.
+    buckets: [[AtomicU64; 9]; 2],
+    /// `[route]` sum of durations in microseconds.
+    micros: [AtomicU64; 2],
+}
+
+impl Metrics {
+    fn observe(&self, route: usize, ok: bool, took: Duration) {
+        self.requests[route][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let b = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.buckets[route][b].fetch_add(1, Ordering::Relaxed);
+        self.micros[route].fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, version: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        out.push_str("# HELP sample_http_requests_total Requests answered, by route and status.\n");
+        out.push_str("# TYPE sample_http_requests_total counter\n");
+        for (r, route) in ROUTES.iter().enumerate() {
+            for (k, status) in ["200", "500"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "sample_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {}",
+                    self.requests[r][k].load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP sample_http_request_duration_seconds How long requests took.\n");
+        out.push_str("# TYPE sample_http_request_duration_seconds histogram\n");
+        for (r, route) in ROUTES.iter().enumerate() {
+            let mut cumulative = 0;
+            for (b, bound) in BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).enumerate() {
+                cumulative += self.buckets[r][b].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "sample_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "sample_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                self.micros[r].load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "sample_http_request_duration_seconds_count{{route=\"{route}\"}} {cumulative}"
+            );
+        }
+        out.push_str("# HELP sample_info The sample app's version.\n# TYPE sample_info gauge\n");
+        let _ = writeln!(out, "sample_info{{version=\"{version}\"}} 1");
+        out
+    }
 }
 
 type Body = Full<Bytes>;
@@ -207,6 +277,18 @@ fn respond(
 }
 
 async fn handle(state: Arc<Web>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let route = ROUTES.iter().position(|r| *r == req.uri().path());
+    let res = serve(&state, req).await;
+    if let Some(r) = route {
+        state
+            .metrics
+            .observe(r, res.status().is_success(), started.elapsed());
+    }
+    Ok(res)
+}
+
+async fn serve(state: &Arc<Web>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let counted = matches!(path, "/" | "/work");
     if counted {
@@ -217,17 +299,17 @@ async fn handle(state: Arc<Web>, req: Request<Incoming>) -> Result<Response<Body
         if state.knobs.fail_rate > 0.0 && fastrand::f64() < state.knobs.fail_rate {
             let body =
                 json!({ "error": "injected failure", "version": state.knobs.version }).to_string();
-            return Ok(respond(
-                &state,
+            return respond(
+                state,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "application/json",
                 body.into(),
-            ));
+            );
         }
     }
-    let res = match (req.method().as_str(), path) {
+    match (req.method().as_str(), path) {
         ("GET" | "HEAD", "/") => respond(
-            &state,
+            state,
             StatusCode::OK,
             "application/json",
             state.index.clone(),
@@ -244,19 +326,19 @@ async fn handle(state: Arc<Web>, req: Request<Incoming>) -> Result<Response<Body
                 "{{\"worked_ms\":{ms},\"version\":{}}}",
                 json!(state.knobs.version)
             );
-            respond(&state, StatusCode::OK, "application/json", body.into())
+            respond(state, StatusCode::OK, "application/json", body.into())
         }
         ("GET" | "HEAD", "/health") => {
             if state.healthy.load(Ordering::Relaxed) {
                 respond(
-                    &state,
+                    state,
                     StatusCode::OK,
                     "text/plain",
                     Bytes::from_static(b"ok\n"),
                 )
             } else {
                 respond(
-                    &state,
+                    state,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     Bytes::from_static(b"unhealthy\n"),
@@ -280,7 +362,7 @@ async fn handle(state: Arc<Web>, req: Request<Incoming>) -> Result<Response<Body
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            respond(&state, status, "application/json", body.to_string().into())
+            respond(state, status, "application/json", body.to_string().into())
         }
         // Toggles for tests of liveness and readiness without a restart.
         ("POST", "/admin/unhealthy") => {
@@ -301,14 +383,19 @@ async fn handle(state: Arc<Web>, req: Request<Incoming>) -> Result<Response<Body
                 Bytes::from_static(b"now healthy\n"),
             )
         }
+        ("GET", "/metrics") => respond(
+            state,
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(&state.knobs.version).into(),
+        ),
         _ => respond(
-            &state,
+            state,
             StatusCode::NOT_FOUND,
             "text/plain",
             Bytes::from_static(b"not found\n"),
         ),
-    };
-    Ok(res)
+    }
 }
 
 async fn web(knobs: Knobs) -> ExitCode {
@@ -339,6 +426,7 @@ async fn web(knobs: Knobs) -> ExitCode {
         index: Bytes::from(index.to_string()),
         started: Instant::now(),
         served: AtomicU64::new(0),
+        metrics: Metrics::default(),
         knobs,
     });
     log(
