@@ -211,7 +211,10 @@ impl Metrics {
     fn observe(&self, route: usize, ok: bool, took: Duration) {
         self.requests[route][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
-        let b = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let b = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.buckets[route][b].fetch_add(1, Ordering::Relaxed);
         self.micros[route].fetch_add(
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
@@ -237,7 +240,12 @@ impl Metrics {
         out.push_str("# TYPE sample_http_request_duration_seconds histogram\n");
         for (r, route) in ROUTES.iter().enumerate() {
             let mut cumulative = 0;
-            for (b, bound) in BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).enumerate() {
+            for (b, bound) in BUCKETS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(["+Inf".to_string()])
+                .enumerate()
+            {
                 cumulative += self.buckets[r][b].load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
@@ -368,7 +376,7 @@ async fn serve(state: &Arc<Web>, req: Request<Incoming>) -> Response<Body> {
         ("POST", "/admin/unhealthy") => {
             state.healthy.store(false, Ordering::Relaxed);
             respond(
-                &state,
+                state,
                 StatusCode::OK,
                 "text/plain",
                 Bytes::from_static(b"now unhealthy\n"),
@@ -377,7 +385,7 @@ async fn serve(state: &Arc<Web>, req: Request<Incoming>) -> Response<Body> {
         ("POST", "/admin/healthy") => {
             state.healthy.store(true, Ordering::Relaxed);
             respond(
-                &state,
+                state,
                 StatusCode::OK,
                 "text/plain",
                 Bytes::from_static(b"now healthy\n"),

@@ -77,6 +77,9 @@ pub enum DaemonError {
     /// `[control] listen` is not an address.
     #[error("`{0}` is not an address and port")]
     BadListen(String),
+    /// The metrics store could not be opened.
+    #[error("cannot open the metrics store in .slipway/metrics")]
+    Metrics(#[source] std::io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
@@ -232,6 +235,18 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             bin_dir: exe.parent().map(std::path::Path::to_path_buf),
         },
     );
+    let metrics_config = project
+        .resolve(&project.default_environment())
+        .map(|r| r.metrics)
+        .unwrap_or_default();
+    let metrics = crate::metrics::Metrics::start(
+        &state_dir.root().join("metrics"),
+        metrics_config,
+        workloads.clone(),
+        store.clone(),
+        shutdown.clone(),
+    )
+    .map_err(DaemonError::Metrics)?;
     let app = Arc::new(AppState::new(
         store.clone(),
         options.file.clone(),
@@ -248,6 +263,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             workloads: workloads.clone(),
             engine: engine.clone(),
             pipelines: pipelines.clone(),
+            metrics,
         },
     ));
 
@@ -372,7 +388,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         .await;
 
     engine.shutdown();
-    if app.stop_workloads.load(Ordering::SeqCst) {
+    let stopping = app.stop_workloads.load(Ordering::SeqCst);
+    app.metrics.shutdown(stopping).await;
+    if stopping {
         tracing::info!("stopping every instance");
         workloads.stop_all().await;
     } else {

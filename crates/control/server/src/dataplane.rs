@@ -126,6 +126,11 @@ impl DataPlane {
         })
     }
 
+    /// The admin address.
+    pub(crate) fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// The admin token (for tests and tools reading the proxy directly).
     #[allow(dead_code)]
     pub(crate) fn token(&self) -> &str {

@@ -11,13 +11,15 @@
 //! - `http`: routes, authentication, audit, errors and the event stream.
 //!
 //! **Invariant:** every route but `/healthz` requires the admin token, and every call that is not
-//! a read (`GET`/`HEAD`) leaves an audit record, denied ones included.
+//! a read (`GET`/`HEAD`, and the POSTed queries of Prometheus' API) leaves an audit record,
+//! denied ones included.
 
 pub mod daemon;
 mod dataplane;
 mod deploys;
 pub mod environments;
 mod http;
+mod metrics;
 mod workloads;
 
 pub use daemon::{DaemonError, DaemonOptions, run};

@@ -197,6 +197,43 @@ impl Workloads {
         )
     }
 
+    /// The environments with a runtime (brought up since start).
+    pub(crate) async fn environments(&self) -> Vec<String> {
+        let mut envs: Vec<String> = self.runtimes.lock().await.keys().cloned().collect();
+        envs.sort();
+        envs
+    }
+
+    /// Every instance metrics endpoint, by environment.
+    pub(crate) async fn scrape_endpoints(
+        &self,
+    ) -> Vec<(String, slipway_runtime::supervisor::ScrapeEndpoint)> {
+        let runtimes: Vec<(String, Arc<Runtime>)> = self
+            .runtimes
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (env, r) in runtimes {
+            for e in r.scrape_endpoints().await {
+                out.push((env.clone(), e));
+            }
+        }
+        out
+    }
+
+    /// The proxy's metrics endpoint and its token.
+    pub(crate) fn proxy_metrics(&self) -> Option<(String, String)> {
+        self.dataplane.as_ref().map(|d| {
+            (
+                format!("http://{}/metrics", d.admin()),
+                d.token().to_string(),
+            )
+        })
+    }
+
     /// Starts a cron run now.
     pub(crate) async fn run_now(
         &self,

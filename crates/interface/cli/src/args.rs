@@ -228,6 +228,9 @@ pub enum Command {
         #[arg(long, default_value_t = 30.0)]
         days: f64,
     },
+    /// Metrics: PromQL queries, the series stored, the scrape targets' health.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
     /// A guided tour: a canary deploy under load, then a bad one rolled back by itself.
     #[command(
         after_help = "Examples:\n  slipway demo\n  slipway demo --keep            leave it running to try rollback, releases, events"
@@ -353,6 +356,41 @@ pub enum PipelineCommand {
         #[arg(long)]
         no_wait: bool,
     },
+}
+
+/// `slipway metrics …`.
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Evaluate a PromQL expression now, or over a range (a sparkline per series).
+    #[command(
+        after_help = "Examples:\n  slipway metrics query up\n  slipway metrics query 'sum by (status) (rate(sample_http_requests_total[1m]))'\n  slipway metrics query 'histogram_quantile(0.95, sum by (le) (rate(sample_http_request_duration_seconds_bucket[5m])))' --range 1h --step 1m\n  slipway --json metrics query up | jq '.data.result[].metric'"
+    )]
+    Query {
+        /// The PromQL expression.
+        expr: String,
+        /// Evaluate over this long a window ending at `--time` (`1h`, `30m`, `7d`).
+        #[arg(long)]
+        range: Option<String>,
+        /// The resolution of a range (default: the range over 60 points).
+        #[arg(long, requires = "range")]
+        step: Option<String>,
+        /// When (RFC 3339 or Unix seconds; default: now).
+        #[arg(long)]
+        time: Option<String>,
+    },
+    /// The series stored that match selectors (default: all of them).
+    #[command(
+        after_help = "Examples:\n  slipway metrics series\n  slipway metrics series 'up{job=\"web\"}' sample_http_requests_total\n  slipway --json metrics series '{service=\"web\"}'"
+    )]
+    Series {
+        /// Series selectors (`up`, `{service="web"}`, `http_requests_total{status=~"5.."}`).
+        matchers: Vec<String>,
+    },
+    /// Every scrape target: its health, last scrape and error.
+    #[command(
+        after_help = "Examples:\n  slipway metrics targets\n  slipway --json metrics targets"
+    )]
+    Targets,
 }
 
 /// `slipway releases …`.

@@ -141,6 +141,29 @@ impl Client {
         Self::decode(res).await
     }
 
+    /// A call of the Prometheus-compatible API (`/api/v1/...`): its whole answer, or its
+    /// `error` as the failure. The parameters are sent as a form, as Prometheus' clients do,
+    /// so a long query is not limited by the URL's length.
+    pub(crate) async fn prometheus(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<serde_json::Value, CliError> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            form.append_pair(k, v);
+        }
+        let req = if params.is_empty() {
+            self.request(reqwest::Method::GET, path)
+        } else {
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.finish())
+        };
+        let res = req.send().await.map_err(Self::transport)?;
+        Self::decode(res).await
+    }
+
     /// `POST path` with a JSON body.
     pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod promql;
 pub mod resolve;
+pub mod rulefile;
 pub mod units;
 
 mod check;
@@ -61,6 +62,8 @@ pub struct Project {
     pub config: Config,
     /// Findings that do not stop the file from being used.
     pub warnings: Report,
+    /// The Prometheus rule files `[metrics] rule_files` names, loaded and checked.
+    pub rule_files: Vec<rulefile::RuleFile>,
 }
 
 /// Diagnostics together with the sources they point into, ready to render.
@@ -282,8 +285,17 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
         }
     }
     let environments = environment_names(&config);
-    let found =
+    let mut found =
         SemanticChecker::new(&config, &source, Locator::new(&doc), origin).run(&environments);
+    let dir = absolute_dir(path);
+    let rule_files = load_rule_files(
+        &config,
+        &dir,
+        &source,
+        &Locator::new(&doc),
+        &mut found,
+        &mut report.sources,
+    );
     report.diagnostics = found;
     report.diagnostics.sort_by(|a, b| {
         (a.level, &a.file, a.line, a.column).cmp(&(b.level, &b.file, b.line, b.column))
@@ -291,7 +303,6 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
     if report.error_count() > 0 {
         return Err(report);
     }
-    let dir = absolute_dir(path);
     let name = config.project.name.clone().unwrap_or_else(|| {
         dir.file_name().map_or_else(
             || "project".to_string(),
@@ -304,7 +315,82 @@ pub fn load_str(path: &Path, text: &str, procfile: Option<SourceFile>) -> Result
         name,
         config,
         warnings: report,
+        rule_files,
     })
+}
+
+/// Reads and checks every rule file `[metrics] rule_files` names (relative to the project
+/// folder); a pattern naming a missing file is an error at that entry of `slipway.toml`, a
+/// glob matching nothing a warning.
+fn load_rule_files(
+    config: &Config,
+    dir: &Path,
+    source: &SourceFile,
+    locator: &Locator<'_, '_>,
+    out: &mut Vec<Diagnostic>,
+    sources: &mut Vec<SourceFile>,
+) -> Vec<rulefile::RuleFile> {
+    let mut files = Vec::new();
+    for (i, pattern) in config.metrics.rule_files.iter().enumerate() {
+        let at = check::KeyPath::root()
+            .key("metrics")
+            .key("rule_files")
+            .index(i);
+        let span = locator.value_span(&at).unwrap_or(0..0);
+        let found = match rulefile::expand(dir, pattern) {
+            Ok(f) => f,
+            Err(message) => {
+                out.push(source.diagnostic(
+                    Level::Error,
+                    span.clone(),
+                    at.to_string(),
+                    message,
+                    Some("paths are relative to the folder of slipway.toml".into()),
+                ));
+                continue;
+            }
+        };
+        if found.is_empty() {
+            out.push(source.diagnostic(
+                Level::Warning,
+                span.clone(),
+                at.to_string(),
+                format!("`{pattern}` matches no file"),
+                Some("paths are relative to the folder of slipway.toml".into()),
+            ));
+        }
+        for file in found {
+            // Named as the user would: relative to the project folder.
+            let shown = file
+                .strip_prefix(dir)
+                .map_or(file.clone(), Path::to_path_buf);
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    out.push(source.diagnostic(
+                        Level::Error,
+                        span.clone(),
+                        at.to_string(),
+                        format!("cannot read {}: {e}", shown.display()),
+                        None,
+                    ));
+                    continue;
+                }
+            };
+            let rule_source = SourceFile::new(&shown, text);
+            match rulefile::parse(&rule_source) {
+                Ok(mut f) => {
+                    f.path = file.clone();
+                    files.push(f);
+                }
+                Err(ds) => {
+                    out.extend(ds);
+                    sources.push(rule_source);
+                }
+            }
+        }
+    }
+    files
 }
 
 fn absolute_dir(path: &Path) -> PathBuf {
@@ -355,12 +441,31 @@ impl Project {
                 known,
             });
         }
-        resolve::resolve(&self.config, &self.dir, &self.name, environment).map_err(|source| {
-            ResolveError::Overlay {
+        let mut resolved = resolve::resolve(&self.config, &self.dir, &self.name, environment)
+            .map_err(|source| ResolveError::Overlay {
                 name: environment.to_string(),
                 source,
+            })?;
+        // The rule files' recording rules run beside the file's own (their alerting rules
+        // are the alerts' business).
+        for file in &self.rule_files {
+            for group in &file.groups {
+                for rule in &group.rules {
+                    let rulefile::RuleKind::Record(record) = &rule.kind else {
+                        continue;
+                    };
+                    let mut labels = group.labels.clone();
+                    labels.extend(rule.labels.clone());
+                    resolved.metrics.rules.push(model::RecordingRule {
+                        record: record.clone(),
+                        expr: rule.expr.clone(),
+                        labels,
+                        interval: group.interval,
+                    });
+                }
             }
-        })
+        }
+        Ok(resolved)
     }
 }
 

@@ -283,6 +283,17 @@ pub struct Metrics {
     pub rule_files: Vec<String>,
     /// A Prometheus-compatible remote-write endpoint every sample is also shipped to.
     pub remote_write: Option<String>,
+    /// Where rules, deploy analysis and dashboards query (default: the embedded store).
+    pub backend: Option<MetricsBackend>,
+}
+
+/// `[metrics] backend = { prometheus = "http://prometheus:9090" }`: query that server instead
+/// of the embedded store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsBackend {
+    /// The Prometheus (or Mimir, VictoriaMetrics, Thanos) base URL its HTTP API is under.
+    pub prometheus: String,
 }
 
 /// One `[[metrics.targets]]`.

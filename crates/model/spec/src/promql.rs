@@ -63,7 +63,7 @@ fn locate(query: &str, message: &str) -> SyntaxError {
     }
     let valid = (1..=tokens.len())
         .rev()
-        .find(|k| promql_parser::parser::parse(&query[..tokens[k - 1].1]).is_ok());
+        .find(|k| completable(&tokens[..*k], &query[..tokens[k - 1].1]));
     let bad = valid.unwrap_or(0);
     match tokens.get(bad) {
         Some(&(start, end)) => {
@@ -85,6 +85,27 @@ fn locate(query: &str, message: &str) -> SyntaxError {
             },
         ),
     }
+}
+
+/// Whether a prefix of the query can still become a query: as it is, or with an operand,
+/// a grouping or a matcher after it, and its open brackets closed.
+fn completable(tokens: &[(usize, usize)], prefix: &str) -> bool {
+    let mut closers = String::new();
+    for &(start, end) in tokens {
+        match &prefix[start..end] {
+            "(" => closers.push(')'),
+            "{" => closers.push('}'),
+            "[" => closers.push(']'),
+            ")" | "}" | "]" => {
+                closers.pop();
+            }
+            _ => {}
+        }
+    }
+    let closers: String = closers.chars().rev().collect();
+    ["", " 1", " x", " (x)", "=\"x\""]
+        .iter()
+        .any(|more| promql_parser::parser::parse(&format!("{prefix}{more}{closers}")).is_ok())
 }
 
 fn describe(token: &str) -> &'static str {
@@ -184,12 +205,12 @@ mod tests {
         assert_eq!((e.line, e.column), (1, 5), "{e}");
         assert!(e.message.contains("unclosed"), "{e}");
         let e = parse("sum(x) by").unwrap_err();
-        assert_eq!(e.column, 8, "{e}");
+        assert_eq!(e.column, 10, "{e}");
         let e = parse("x +").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "1:3: parse error: unexpected character \"+\""
-        );
+        assert_eq!(e.to_string(), "1:4: parse error: unexpected end of input");
+        // What is wrong is the `)`, not the `(` of a `sum` that would parse alone.
+        let e = parse("sum(\n  rate(x[5m]) +\n)").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
         let e = parse("up\n  and on(job) foo{").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         assert!(parse("").is_err());

@@ -58,6 +58,8 @@ pub struct ResolvedMetrics {
     pub rule_files: Vec<String>,
     /// Remote-write endpoint.
     pub remote_write: Option<String>,
+    /// A Prometheus server queried instead of the embedded store.
+    pub backend: Option<crate::model::MetricsBackend>,
 }
 
 impl Default for ResolvedMetrics {
@@ -69,6 +71,7 @@ impl Default for ResolvedMetrics {
             rules: Vec::new(),
             rule_files: Vec::new(),
             remote_write: None,
+            backend: None,
         }
     }
 }
@@ -484,6 +487,7 @@ pub(crate) fn resolve(
             rules: config.metrics.rules.clone(),
             rule_files: config.metrics.rule_files.clone(),
             remote_write: config.metrics.remote_write.clone(),
+            backend: config.metrics.backend.clone(),
         },
     })
 }

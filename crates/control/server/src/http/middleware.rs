@@ -50,20 +50,25 @@ pub(crate) async fn authenticate(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = header.and_then(|h| {
+    let bearer = header.and_then(|h| {
         h.strip_prefix("Bearer ")
             .or_else(|| h.strip_prefix("bearer "))
+            .map(|t| t.trim().to_string())
     });
+    // Basic authentication with the token as the password (any user name) serves the tools
+    // that cannot send a bearer token: `promtool query` reads it from the URL
+    // (`http://slipway:TOKEN@127.0.0.1:7070`), Grafana's data sources offer it.
+    let token = bearer.or_else(|| header.and_then(basic_password));
     let denied = match token {
         None => Some("missing bearer token"),
-        Some(t) if !app.token_matches(t.trim()) => Some("invalid bearer token"),
+        Some(t) if !app.token_matches(&t) => Some("invalid bearer token"),
         Some(_) => None,
     };
     if let Some(reason) = denied {
         let mut res = ApiError::new(
             StatusCode::UNAUTHORIZED,
             reason,
-            Some("send `Authorization: Bearer <token>`; the token is in the state directory's `admin.token` (the CLI reads it by itself)"),
+            Some("send `Authorization: Bearer <token>` (or Basic with the token as password); the token is in the state directory's `admin.token` (the CLI reads it by itself)"),
         )
         .into_response();
         res.headers_mut().insert(
@@ -75,6 +80,19 @@ pub(crate) async fn authenticate(
     let mut res = next.run(req).await;
     res.extensions_mut().insert(Actor("admin".to_string()));
     res
+}
+
+/// The password of `Basic base64(user:password)`.
+fn basic_password(header: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
 }
 
 /// What a handler adds to the audit record of its call, as a response extension: the
@@ -184,7 +202,10 @@ const AUDITED_BODY: usize = 1 << 20;
 /// `denied`, `failed`, or `started` for work that ends later and completes the record then).
 pub(crate) async fn audit(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    // Prometheus' query API takes reads as POSTs too (long queries): they change nothing.
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.uri().path().starts_with("/api/v1/")
+    {
         return next.run(req).await;
     }
     let route = req

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod handlers;
 mod middleware;
+mod prom;
 mod runs;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub(crate) struct AppState {
     pub(crate) pipelines: slipway_pipeline::Pipelines,
     /// Environments restored under the engine since start-up.
     pub(crate) restored: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Scraping, the metrics store and the query back-end.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the control plane drives: workloads, deploys, pipelines.
@@ -55,6 +58,7 @@ pub(crate) struct Drivers {
     pub(crate) workloads: Arc<Workloads>,
     pub(crate) engine: slipway_deploy::Engine,
     pub(crate) pipelines: slipway_pipeline::Pipelines,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -70,6 +74,7 @@ impl AppState {
             workloads,
             engine,
             pipelines,
+            metrics,
         } = drivers;
         AppState {
             store,
@@ -83,6 +88,7 @@ impl AppState {
             engine,
             pipelines,
             restored: std::sync::Mutex::new(std::collections::HashSet::new()),
+            metrics,
         }
     }
 
@@ -205,6 +211,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
+/// Prometheus' query API and the control plane's `/metrics` (outside the OpenAPI document:
+/// their contract is Prometheus').
+fn prom_router() -> Router<Arc<AppState>> {
+    use axum::routing::get;
+    Router::new()
+        .route("/api/v1/query", get(prom::query).post(prom::query))
+        .route(
+            "/api/v1/query_range",
+            get(prom::query_range).post(prom::query_range),
+        )
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/targets", get(prom::targets))
+        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+        .route("/metrics", get(prom::self_metrics))
+}
+
 /// The whole API.
 pub(crate) fn router(app: Arc<AppState>) -> Router {
     let (protected, _) = api_router().split_for_parts();
@@ -213,6 +237,7 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
             "/openapi.json",
             axum::routing::get(handlers::openapi_document),
         )
+        .merge(prom_router())
         .fallback(handlers::not_found)
         .layer(from_fn_with_state(app.clone(), middleware::authenticate));
     let (public, _) = OpenApiRouter::new()

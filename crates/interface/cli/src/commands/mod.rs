@@ -3,6 +3,7 @@
 pub(crate) mod daemon;
 mod demo;
 mod deploy;
+mod metrics;
 mod observe;
 mod pipeline;
 mod project;
@@ -46,6 +47,7 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         Command::Abort { reason } => {
             deploy::control(ctx, "abort", json!({ "reason": reason })).await
         }
+        Command::Metrics(cmd) => metrics::metrics(ctx, cmd).await,
         Command::Demo { keep } => demo::demo(ctx, keep).await,
         Command::Pipeline(cmd) => pipeline::pipeline(ctx, cmd).await,
         Command::Approve { run } => pipeline::approve(ctx, run).await,

@@ -881,6 +881,33 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 );
             }
         }
+        let is_url = |u: &str| {
+            (u.starts_with("http://") || u.starts_with("https://")) && u.len() > "https://".len()
+        };
+        if let Some(url) = &m.remote_write
+            && !is_url(url)
+        {
+            self.error_at(
+                &KeyPath::root().key("metrics").key("remote_write"),
+                format!("`{url}` is not an http(s) URL"),
+                Some(
+                    "write the receiver's endpoint, e.g. \"http://127.0.0.1:9090/api/v1/write\""
+                        .into(),
+                ),
+            );
+        }
+        if let Some(b) = &m.backend
+            && !is_url(&b.prometheus)
+        {
+            self.error_at(
+                &KeyPath::root()
+                    .key("metrics")
+                    .key("backend")
+                    .key("prometheus"),
+                format!("`{}` is not an http(s) URL", b.prometheus),
+                Some("write the server's base URL, e.g. \"http://127.0.0.1:9090\"".into()),
+            );
+        }
         for (i, r) in m.rules.iter().enumerate() {
             let base = KeyPath::root().key("metrics").key("rules").index(i);
             if !valid_name(&r.record) {

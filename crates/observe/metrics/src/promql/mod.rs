@@ -19,6 +19,13 @@ use crate::storage::Queryable;
 
 pub use eval::parse;
 
+/// The matchers of a selector (one group per `or` alternative), the metric name included.
+pub fn selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Vec<Vec<crate::labels::Matcher>> {
+    eval::matchers_of(vs)
+}
+
 /// What a query evaluated to at one instant.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

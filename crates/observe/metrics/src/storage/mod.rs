@@ -10,6 +10,12 @@ mod wal;
 
 use crate::labels::{Labels, Matcher};
 
+/// One sample of one series: labels, timestamp (Unix ms), value.
+pub type Sample = (Labels, i64, f64);
+
+/// Sees every batch of samples a store accepted (remote write ships them on).
+pub type Tap = std::sync::Arc<dyn Fn(&[Sample]) + Send + Sync>;
+
 /// A series and its samples in the asked range, oldest first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::block::{self, Block, Index};
 use super::chunk::Chunk;
 use super::wal::{Record, Wal};
-use super::{Appender, Queryable, Series};
+use super::{Appender, Queryable, Sample, Series, Tap};
 use crate::labels::{Labels, MatchKind, Matcher, matches_all};
 
 /// Samples per head chunk before it is sealed and a new one starts (as Prometheus).
@@ -177,6 +177,7 @@ pub struct Tsdb {
     blocks: RwLock<Vec<Block>>,
     indexes: Mutex<VecDeque<(PathBuf, Arc<Index>)>>,
     out_of_order: std::sync::atomic::AtomicU64,
+    tap: RwLock<Option<Tap>>,
 }
 
 fn io_err(e: std::sync::PoisonError<impl Sized>) -> std::io::Error {
@@ -223,20 +224,29 @@ impl Tsdb {
             blocks: RwLock::new(blocks),
             indexes: Mutex::new(VecDeque::new()),
             out_of_order: std::sync::atomic::AtomicU64::new(0),
+            tap: RwLock::new(None),
         });
         // The replayed head becomes the log's new start (ids were renumbered).
         db.checkpoint()?;
         Ok(db)
     }
 
+    /// Shows every batch stored from now on to `tap` (after it is in the log), or no longer.
+    pub fn set_tap(&self, tap: Option<Tap>) {
+        if let Ok(mut t) = self.tap.write() {
+            *t = tap;
+        }
+    }
+
     /// Appends a batch of samples (a scrape), writing it to the log first. Returns how many
     /// were stored (out-of-order ones are refused).
-    pub fn append_batch(&self, samples: &[(Labels, i64, f64)]) -> std::io::Result<usize> {
+    pub fn append_batch(&self, samples: &[Sample]) -> std::io::Result<usize> {
         let mut head = self.head.write().map_err(io_err)?;
         let mut wal = self.wal.lock().map_err(io_err)?;
         let mut records: Vec<(u32, i64, f64)> = Vec::with_capacity(samples.len());
         let mut stored = 0;
-        for (labels, t, v) in samples {
+        let mut refused: Vec<usize> = Vec::new();
+        for (i, (labels, t, v)) in samples.iter().enumerate() {
             let id = match head.ids.get(labels) {
                 Some(id) => *id,
                 None => {
@@ -252,12 +262,31 @@ impl Tsdb {
                 records.push((id, *t, *v));
                 stored += 1;
             } else {
+                refused.push(i);
                 self.out_of_order
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if !records.is_empty() {
             wal.append(&Record::Samples(records))?;
+        }
+        drop(wal);
+        drop(head);
+        if stored > 0
+            && let Some(tap) = self.tap.read().ok().and_then(|t| t.clone())
+        {
+            if refused.is_empty() {
+                tap(samples);
+            } else {
+                // Only what was accepted: a receiver would refuse the rest too.
+                let accepted: Vec<Sample> = samples
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| refused.binary_search(i).is_err())
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                tap(&accepted);
+            }
         }
         Ok(stored)
     }

@@ -146,6 +146,21 @@ pub struct ServiceStatus {
     pub sets: Vec<SetReadiness>,
 }
 
+/// An instance's metrics endpoint, for the scraper.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScrapeEndpoint {
+    /// Service.
+    pub service: String,
+    /// Release.
+    pub release: String,
+    /// Instance id.
+    pub instance: String,
+    /// What to scrape.
+    pub url: String,
+    /// How often.
+    pub interval: std::time::Duration,
+}
+
 /// One set of a service in [`ServiceStatus`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetReadiness {
@@ -801,6 +816,33 @@ impl Runtime {
                 s
             })
             .collect()
+    }
+
+    /// Where the instances of services with `metrics` expose them, now.
+    pub async fn scrape_endpoints(&self) -> Vec<ScrapeEndpoint> {
+        let sets = self.sets.lock().await;
+        let mut out = Vec::new();
+        for ((service, release), set) in sets.iter() {
+            let Some(m) = &set.ctx.service.metrics else {
+                continue;
+            };
+            for i in lock(&set.ctx.status).instances.iter() {
+                if i.state != "running" && i.state != "retiring" {
+                    continue;
+                }
+                let Some(port) = m.port.or(i.port) else {
+                    continue;
+                };
+                out.push(ScrapeEndpoint {
+                    service: service.clone(),
+                    release: release.clone(),
+                    instance: i.id.clone(),
+                    url: format!("http://127.0.0.1:{port}{}", m.path),
+                    interval: m.interval.std(),
+                });
+            }
+        }
+        out
     }
 
     /// Starts a run of cron service `name` now; returns the run's instance id.
