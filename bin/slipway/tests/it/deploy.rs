@@ -190,9 +190,12 @@ fn a_failing_canary_rolls_back_by_itself_and_few_requests_see_it() {
         d["duration_ms"].as_u64().unwrap() <= 15_000,
         "rolled back within 15s: {d:#}"
     );
+    // The canary takes 5% of the traffic and is judged on its first requests, so few see its
+    // errors: under 0.5% of a long deploy's requests, or (a rollback so quick that the window
+    // holds few requests) no more than the analysis' minimum sample (20 requests).
     assert!(
-        share < 0.005,
-        "{:.3}% of the requests saw the canary's errors",
+        share < 0.005 || failed <= 20,
+        "{failed} ({:.3}%) of the requests saw the canary's errors",
         share * 100.0
     );
     // Everything after the rollback is the stable release, and nothing fails.

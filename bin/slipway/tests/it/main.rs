@@ -10,6 +10,7 @@ mod driver;
 mod examples;
 mod first_contact;
 mod integrity;
+mod metrics;
 mod pipeline;
 mod proxy;
 mod runtime;

@@ -56,11 +56,14 @@ impl Metrics {
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Arc<Metrics>> {
+        let retention = config.retention.std();
         let tsdb = Tsdb::open(
             dir,
             TsdbOptions {
-                retention: config.retention.std(),
-                ..TsdbOptions::default()
+                retention,
+                // Blocks of a tenth of the retention (as Prometheus' largest), from a minute
+                // to two hours: a short retention is kept to, a long one has few blocks.
+                block: (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(7200)),
             },
         )?;
         let scraper = Scraper::new(tsdb.clone());
@@ -82,6 +85,7 @@ impl Metrics {
 
     /// Takes the file's `[metrics]` again (an apply).
     pub(crate) fn reconfigure(&self, config: ResolvedMetrics) {
+        self.tsdb.set_retention(config.retention.std());
         if let Ok(mut remote) = self.remote.lock() {
             let current = remote.as_ref().map(|(w, _)| w.url().to_string());
             if current != config.remote_write {
@@ -130,7 +134,7 @@ impl Metrics {
                 }
                 ticks += 1;
                 let db = tsdb.clone();
-                let maintain = ticks.is_multiple_of(60);
+                let maintain = ticks.is_multiple_of(10);
                 let done = tokio::task::spawn_blocking(move || {
                     db.sync()?;
                     if maintain {

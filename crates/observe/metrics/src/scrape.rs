@@ -243,7 +243,12 @@ impl Scraper {
         for l in previous.difference(&current) {
             batch.push((l.clone(), t, stale()));
         }
-        for (name, value) in REPORT_SERIES.into_iter().zip([up, took, count as f64]) {
+        let added = current.difference(&previous).count();
+        for (name, value) in
+            REPORT_SERIES
+                .into_iter()
+                .zip([up, took, count as f64, count as f64, added as f64])
+        {
             let mut l = target.labels.clone();
             l.set(METRIC_NAME.to_string(), name.to_string());
             batch.push((l, t, value));
@@ -297,8 +302,15 @@ impl Scraper {
     }
 }
 
-/// The series every scrape writes about itself, as Prometheus does.
-const REPORT_SERIES: [&str; 3] = ["up", "scrape_duration_seconds", "scrape_samples_scraped"];
+/// The series every scrape writes about itself, as Prometheus does (there is no relabeling, so
+/// the samples after it are the samples scraped).
+const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
 
 fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cause = e.to_string();

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use serde_json::Value as Json;
 use slipway_metrics::labels::Labels;
 use slipway_metrics::promql::{Engine, Value};
 use slipway_metrics::storage::Series;
 use slipway_metrics::storage::tsdb::{Tsdb, TsdbOptions};
+use slipway_metrics_testkit::{self as testkit, Answer, Prometheus, QueryApi, Tolerance, compare};
 
 /// A series and its samples.
 type Synthetic = (Labels, Vec<(i64, f64)>);
@@ -210,39 +210,15 @@ fn openmetrics(series: &[Synthetic]) -> String {
     text
 }
 
-struct Prometheus {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
+/// Prometheus with the data backfilled by `promtool tsdb create-blocks-from openmetrics`.
 fn start_prometheus(dir: &Path, data: &str) -> Prometheus {
-    for bin in ["prometheus", "promtool"] {
-        assert!(
-            Command::new(bin).arg("--version").output().is_ok(),
-            "`{bin}` is not installed: `scripts/test` installs Debian's `prometheus` package"
-        );
-    }
+    testkit::require_prometheus();
     let input = dir.join("input.om");
     std::fs::write(&input, data).unwrap();
-    let tsdb = dir.join("tsdb");
     let out = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&input)
-        .arg(&tsdb)
+        .arg(dir.join("tsdb"))
         .output()
         .unwrap();
     assert!(
@@ -251,149 +227,15 @@ fn start_prometheus(dir: &Path, data: &str) -> Prometheus {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--storage.tsdb.retention.time=30d")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    let p = Prometheus {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if get(&format!("{}/-/ready", p.base)).is_some_and(|(status, _)| status == 200) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Prometheus::start(
+        dir,
+        "global:\n  scrape_interval: 15s\n",
+        &["--storage.tsdb.retention.time=30d"],
+    )
 }
 
-fn get(url: &str) -> Option<(u16, String)> {
-    let out = Command::new("curl")
-        .args(["-s", "-g", "-w", "\n%{http_code}", url])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n')?;
-    Some((code.trim().parse().ok()?, body.to_string()))
-}
-
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn prom_float(v: &Json) -> f64 {
-    match v.as_str() {
-        Some("NaN") => f64::NAN,
-        Some("+Inf") => f64::INFINITY,
-        Some("-Inf") => f64::NEG_INFINITY,
-        Some(s) => s.parse().unwrap_or(f64::NAN),
-        None => f64::NAN,
-    }
-}
-
-fn labels_of(metric: &Json) -> String {
-    let mut l = Labels::new();
-    if let Some(o) = metric.as_object() {
-        for (k, v) in o {
-            l.set(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    }
-    l.to_string()
-}
-
-/// What Prometheus answered: a scalar, or series → points.
-#[derive(Debug, PartialEq)]
-enum Answer {
-    Scalar(f64),
-    Series(BTreeMap<String, Vec<(i64, f64)>>),
-}
-
-fn prom_instant(p: &Prometheus, q: &str, t: i64) -> Answer {
-    let url = format!(
-        "{}/api/v1/query?query={}&time={}.{:03}",
-        p.base,
-        encode(q),
-        t / 1000,
-        t % 1000
-    );
-    let (status, body) = get(&url).expect("prometheus answers");
-    assert_eq!(status, 200, "{q}: {body}");
-    parse_answer(&body)
-}
-
-fn prom_range(p: &Prometheus, q: &str, start: i64, end: i64, step: i64) -> Answer {
-    let url = format!(
-        "{}/api/v1/query_range?query={}&start={}&end={}&step={}",
-        p.base,
-        encode(q),
-        start as f64 / 1000.0,
-        end as f64 / 1000.0,
-        step as f64 / 1000.0
-    );
-    let (status, body) = get(&url).expect("prometheus answers");
-    assert_eq!(status, 200, "{q}: {body}");
-    parse_answer(&body)
-}
-
-fn parse_answer(body: &str) -> Answer {
-    let v: Json = serde_json::from_str(body).unwrap();
-    let data = &v["data"];
-    match data["resultType"].as_str() {
-        Some("scalar") => Answer::Scalar(prom_float(&data["result"][1])),
-        Some("vector") => Answer::Series(
-            data["result"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    let t = (r["value"][0].as_f64().unwrap() * 1000.0).round() as i64;
-                    (
-                        labels_of(&r["metric"]),
-                        vec![(t, prom_float(&r["value"][1]))],
-                    )
-                })
-                .collect(),
-        ),
-        Some("matrix") => Answer::Series(
-            data["result"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    let points = r["values"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|p| {
-                            (
-                                (p[0].as_f64().unwrap() * 1000.0).round() as i64,
-                                prom_float(&p[1]),
-                            )
-                        })
-                        .collect();
-                    (labels_of(&r["metric"]), points)
-                })
-                .collect(),
-        ),
-        other => panic!("unexpected result type {other:?}: {body}"),
-    }
+fn key(l: &Labels) -> String {
+    testkit::series_key(l.iter())
 }
 
 fn ours_instant(store: &Tsdb, q: &str, t: i64) -> Answer {
@@ -401,7 +243,7 @@ fn ours_instant(store: &Tsdb, q: &str, t: i64) -> Answer {
         Ok(Value::Scalar(v)) => Answer::Scalar(v),
         Ok(Value::Vector(v)) => Answer::Series(
             v.into_iter()
-                .map(|(l, x)| (l.to_string(), vec![(t, x)]))
+                .map(|(l, x)| (key(&l), vec![(t, x)]))
                 .collect(),
         ),
         Ok(Value::Matrix(m)) => Answer::Series(series_map(m)),
@@ -411,41 +253,7 @@ fn ours_instant(store: &Tsdb, q: &str, t: i64) -> Answer {
 }
 
 fn series_map(m: Vec<Series>) -> BTreeMap<String, Vec<(i64, f64)>> {
-    m.into_iter()
-        .map(|s| (s.labels.to_string(), s.samples))
-        .collect()
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-9)
-}
-
-fn compare(what: &str, ours: &Answer, theirs: &Answer) -> Result<(), String> {
-    match (ours, theirs) {
-        (Answer::Scalar(a), Answer::Scalar(b)) if close(*a, *b) => Ok(()),
-        (Answer::Series(a), Answer::Series(b)) => {
-            let ka: Vec<&String> = a.keys().collect();
-            let kb: Vec<&String> = b.keys().collect();
-            if ka != kb {
-                return Err(format!(
-                    "{what}: series differ\n ours:   {ka:?}\n theirs: {kb:?}"
-                ));
-            }
-            for (k, pa) in a {
-                let pb = &b[k];
-                let same = pa.len() == pb.len()
-                    && pa
-                        .iter()
-                        .zip(pb)
-                        .all(|((ta, va), (tb, vb))| ta == tb && close(*va, *vb));
-                if !same {
-                    return Err(format!("{what}: {k}\n ours:   {pa:?}\n theirs: {pb:?}"));
-                }
-            }
-            Ok(())
-        }
-        _ => Err(format!("{what}:\n ours:   {ours:?}\n theirs: {theirs:?}")),
-    }
+    m.into_iter().map(|s| (key(&s.labels), s.samples)).collect()
 }
 
 const INSTANT: &[&str] = &[
@@ -573,6 +381,10 @@ fn promql_answers_match_prometheus() {
     assert!(store.stats().blocks >= 1, "{:?}", store.stats());
     let prometheus = start_prometheus(dir.path(), &openmetrics(&data));
     let store: &Tsdb = &store;
+    let api = QueryApi {
+        base: &prometheus.base,
+        headers: Vec::new(),
+    };
     let times = [
         end - 7_200_000 + 7_321,
         end - 3_600_000,
@@ -593,18 +405,18 @@ fn promql_answers_match_prometheus() {
     };
     for q in INSTANT {
         for t in times {
-            let theirs = prom_instant(&prometheus, q, t);
+            let theirs = api.instant(q, t);
             let ours = ours_instant(store, q, t);
             compared += 1;
             points += count(&theirs);
-            if let Err(e) = compare(&format!("{q} @ {t}"), &ours, &theirs) {
+            if let Err(e) = compare(&format!("{q} @ {t}"), &ours, &theirs, Tolerance::EXACT) {
                 failures.push(e);
             }
         }
     }
     for q in RANGE {
         let (start, stop, step) = (end - 3_600_000 + 1_234, end + 360_000, 60_000);
-        let theirs = prom_range(&prometheus, q, start, stop, step);
+        let theirs = api.range(q, start, stop, step);
         let ours = Answer::Series(series_map(
             Engine::default()
                 .range(store, q, start, stop, step)
@@ -612,7 +424,7 @@ fn promql_answers_match_prometheus() {
         ));
         compared += 1;
         points += count(&theirs);
-        if let Err(e) = compare(&format!("range {q}"), &ours, &theirs) {
+        if let Err(e) = compare(&format!("range {q}"), &ours, &theirs, Tolerance::EXACT) {
             failures.push(e);
         }
     }

@@ -178,6 +178,8 @@ pub struct Tsdb {
     indexes: Mutex<VecDeque<(PathBuf, Arc<Index>)>>,
     out_of_order: std::sync::atomic::AtomicU64,
     tap: RwLock<Option<Tap>>,
+    /// The retention in force (it changes with the configuration).
+    retention_ms: std::sync::atomic::AtomicI64,
 }
 
 fn io_err(e: std::sync::PoisonError<impl Sized>) -> std::io::Error {
@@ -225,10 +227,21 @@ impl Tsdb {
             indexes: Mutex::new(VecDeque::new()),
             out_of_order: std::sync::atomic::AtomicU64::new(0),
             tap: RwLock::new(None),
+            retention_ms: std::sync::atomic::AtomicI64::new(
+                i64::try_from(options.retention.as_millis()).unwrap_or(i64::MAX),
+            ),
         });
         // The replayed head becomes the log's new start (ids were renumbered).
         db.checkpoint()?;
         Ok(db)
+    }
+
+    /// Keeps samples this long from now on (blocks older go at the next [`Tsdb::maintain`]).
+    pub fn set_retention(&self, retention: Duration) {
+        self.retention_ms.store(
+            i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Shows every batch stored from now on to `tap` (after it is in the log), or no longer.
@@ -419,7 +432,7 @@ impl Tsdb {
             return Ok(());
         };
         let horizon =
-            newest - i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX);
+            newest.saturating_sub(self.retention_ms.load(std::sync::atomic::Ordering::Relaxed));
         let mut blocks = self.blocks.write().map_err(io_err)?;
         let (gone, kept): (Vec<Block>, Vec<Block>) =
             blocks.drain(..).partition(|b| b.meta.max_time < horizon);
