@@ -658,3 +658,129 @@ fn memory_stays_flat_and_retention_deletes_old_data_over_ten_minutes() {
     );
     assert!(kept.len() >= 100, "only {} samples", kept.len());
 }
+
+#[test]
+fn remote_write_ships_to_a_real_prometheus_and_the_prometheus_backend_answers_for_slipway() {
+    let exporter = Exporter::start(steady_page);
+    let dir = tempfile::tempdir().unwrap();
+    // Prometheus scrapes the exporter too, as its own job (series only it has), and receives
+    // remote write.
+    let direct = exporter
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let prometheus = Prometheus::start(
+        dir.path(),
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: direct\n    static_configs:\n      - targets: ['{direct}']\n"
+        ),
+        &["--web.enable-remote-write-receiver"],
+    );
+    let theirs = QueryApi {
+        base: &prometheus.base,
+        headers: vec![],
+    };
+
+    let project = scraping(
+        &[("exp", &exporter.url)],
+        &format!("remote_write = \"{}/api/v1/write\"\n", prometheus.base),
+    );
+    let daemon = project.start();
+    // Every scraped series arrives, with the labels Slipway gave it.
+    let arrived = wait_for(
+        "samples remote-written to Prometheus",
+        Duration::from_secs(30),
+        || match theirs.instant(r#"test_temperature{job="exp"}"#, now_ms()) {
+            Answer::Series(m) if m.len() == 3 => Some(m),
+            _ => None,
+        },
+    );
+    let instance = exporter
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    assert!(
+        arrived
+            .keys()
+            .all(|k| k.contains(&format!("instance=\"{instance}\""))),
+        "{arrived:?}"
+    );
+    let Answer::Series(ups) = theirs.instant(r#"up{job="exp"}"#, now_ms()) else {
+        panic!()
+    };
+    assert_eq!(ups.len(), 1);
+    // Slipway's own series are shipped too, and the writer's counters say all went out.
+    let (base, auth) = api(&daemon);
+    let ours = slipway_api(&base, &auth);
+    let exposition = ours.raw("/metrics").1;
+    assert!(
+        exposition.contains("slipway_remote_write_samples_sent_total"),
+        "{exposition}"
+    );
+    let sent = wait_for("sent counted", Duration::from_secs(10), || {
+        exposition_value(
+            &ours.raw("/metrics").1,
+            "slipway_remote_write_samples_sent_total",
+        )
+        .filter(|v| *v > 0.0)
+    });
+    assert!(sent > 0.0);
+    // And Prometheus' counts match the embedded store's for the same window.
+    let t = now_ms() - 3_000;
+    let count = r#"count_over_time(test_temperature{room="a"}[20s])"#;
+    let (Answer::Series(a), Answer::Series(b)) = (ours.instant(count, t), theirs.instant(count, t))
+    else {
+        panic!()
+    };
+    let n =
+        |m: &std::collections::BTreeMap<String, Vec<(i64, f64)>>| m.values().next().map(|v| v[0].1);
+    assert_eq!(n(&a), n(&b), "the same samples on both sides");
+
+    // `backend = { prometheus }`: Slipway's API and CLI answer from Prometheus.
+    let toml = std::fs::read_to_string(project.file()).unwrap();
+    std::fs::write(
+        project.file(),
+        toml.replace(
+            "remote_write = ",
+            &format!(
+                "backend = {{ prometheus = \"{}\" }}\nremote_write = ",
+                prometheus.base
+            ),
+        ),
+    )
+    .unwrap();
+    project.ok(&["up"]);
+    let answered = wait_for(
+        "the Prometheus back-end answers",
+        Duration::from_secs(30),
+        || match ours.instant(r#"up{job="direct"}"#, now_ms()) {
+            Answer::Series(m) if !m.is_empty() => Some(m),
+            _ => None,
+        },
+    );
+    assert_eq!(answered.values().next().unwrap()[0].1, 1.0);
+    let table = project.ok(&["metrics", "query", "up{job=\"direct\"}"]);
+    assert!(table.contains("direct") && table.contains('1'), "{table}");
+    let names = project.json(&["metrics", "series", "test_temperature"]);
+    assert_eq!(
+        names["data"].as_array().unwrap().len(),
+        6,
+        "both jobs' series: {names}"
+    );
+    // A syntax error comes back as Prometheus said it, still a 400.
+    let (status, v) = json(ours.raw(&format!(
+        "/api/v1/query?query={}",
+        testkit::encode("sum(up")
+    )));
+    assert_eq!(
+        (status, &v["errorType"]),
+        (400, &Json::from("bad_data")),
+        "{v}"
+    );
+}
+
+/// The value of an unlabelled series in a Prometheus text page.
+fn exposition_value(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -450,6 +450,41 @@ impl Metrics {
             "Scrape targets whose last scrape succeeded.",
             up as f64,
         );
+        let writer = self
+            .remote
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|(w, _)| w.clone()));
+        if let Some(w) = writer {
+            let r = w.stats();
+            for (name, help, v) in [
+                ("sent", "Samples remote write delivered.", r.sent),
+                (
+                    "refused",
+                    "Samples the remote end refused (4xx).",
+                    r.refused,
+                ),
+                (
+                    "dropped",
+                    "Samples dropped because the queue was full.",
+                    r.dropped,
+                ),
+            ] {
+                let name = format!("slipway_remote_write_samples_{name}_total");
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP slipway_remote_write_retries_total Requests retried (5xx, 429, no answer).\n\
+                 # TYPE slipway_remote_write_retries_total counter\nslipway_remote_write_retries_total {}\n\
+                 # HELP slipway_remote_write_samples_pending Samples queued to ship.\n\
+                 # TYPE slipway_remote_write_samples_pending gauge\nslipway_remote_write_samples_pending {}",
+                r.retries, r.pending
+            );
+        }
         out
     }
 }
