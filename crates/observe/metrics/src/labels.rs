@@ -3,18 +3,75 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 /// The label that holds a series' metric name.
 pub const METRIC_NAME: &str = "__name__";
 
 /// A sorted set of label pairs. Empty values are never stored (an empty label is no label).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(Vec<(String, String)>);
+///
+/// Shared: a clone is a reference count, so the scrape cache, the store's index, a scrape's
+/// batch and the stale-marker bookkeeping hold one copy. The hash is computed once per set, so
+/// maps keyed by labels cost one 64-bit write per lookup.
+#[derive(Clone, Default)]
+pub struct Labels(Arc<Inner>);
+
+#[derive(Clone, Default)]
+struct Inner {
+    pairs: Vec<(String, String)>,
+    hash: OnceLock<u64>,
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.pairs == other.0.pairs
+    }
+}
+
+impl Eq for Labels {}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.pairs.cmp(&other.0.pairs)
+    }
+}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint());
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Labels").field(&self.0.pairs).finish()
+    }
+}
 
 impl Labels {
     /// No labels.
     pub fn new() -> Self {
-        Labels(Vec::new())
+        Labels::default()
+    }
+
+    fn from_sorted(pairs: Vec<(String, String)>) -> Self {
+        Labels(Arc::new(Inner {
+            pairs,
+            hash: OnceLock::new(),
+        }))
+    }
+
+    /// The pairs, to change (the cached hash is dropped).
+    fn pairs_mut(&mut self) -> &mut Vec<(String, String)> {
+        let inner = Arc::make_mut(&mut self.0);
+        inner.hash = OnceLock::new();
+        &mut inner.pairs
     }
 
     /// From pairs in any order; the last of duplicate names wins, empty values are dropped.
@@ -33,10 +90,11 @@ impl Labels {
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        let pairs = &self.0.pairs;
+        pairs
             .binary_search_by(|(k, _)| k.as_str().cmp(name))
             .ok()
-            .map(|i| self.0[i].1.as_str())
+            .map(|i| pairs[i].1.as_str())
     }
 
     /// The metric name.
@@ -46,20 +104,25 @@ impl Labels {
 
     /// Sets a label (an empty value removes it).
     pub fn set(&mut self, name: String, value: String) {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+        match self
+            .0
+            .pairs
+            .binary_search_by(|(k, _)| k.as_str().cmp(&name))
+        {
             Ok(i) if value.is_empty() => {
-                self.0.remove(i);
+                self.pairs_mut().remove(i);
             }
-            Ok(i) => self.0[i].1 = value,
+            Ok(i) if self.0.pairs[i].1 == value => {}
+            Ok(i) => self.pairs_mut()[i].1 = value,
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, (name, value)),
+            Err(i) => self.pairs_mut().insert(i, (name, value)),
         }
     }
 
     /// Removes a label.
     pub fn remove(&mut self, name: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
-            self.0.remove(i);
+        if let Ok(i) = self.0.pairs.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+            self.pairs_mut().remove(i);
         }
     }
 
@@ -72,8 +135,9 @@ impl Labels {
 
     /// Only the labels named (`by`, `on`).
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(
+        Labels::from_sorted(
             self.0
+                .pairs
                 .iter()
                 .filter(|(k, _)| names.iter().any(|n| n == k))
                 .cloned()
@@ -83,8 +147,9 @@ impl Labels {
 
     /// All but the labels named (`without`, `ignoring`).
     pub fn drop(&self, names: &[String]) -> Labels {
-        Labels(
+        Labels::from_sorted(
             self.0
+                .pairs
                 .iter()
                 .filter(|(k, _)| !names.iter().any(|n| n == k))
                 .cloned()
@@ -94,31 +159,34 @@ impl Labels {
 
     /// The pairs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// How many labels.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.pairs.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.pairs.is_empty()
     }
 
     /// A 64-bit hash of the set (stable within a process).
     pub fn fingerprint(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
+        *self.0.hash.get_or_init(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.0.pairs.hash(&mut h);
+            h.finish()
+        })
     }
 
     /// Bytes held, roughly, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.0.capacity() * std::mem::size_of::<(String, String)>()
+        self.0.pairs.capacity() * std::mem::size_of::<(String, String)>()
             + self
                 .0
+                .pairs
                 .iter()
                 .map(|(k, v)| k.capacity() + v.capacity())
                 .sum::<usize>()
@@ -133,6 +201,7 @@ impl fmt::Display for Labels {
         }
         let rest: Vec<String> = self
             .0
+            .pairs
             .iter()
             .filter(|(k, _)| k != METRIC_NAME)
             .map(|(k, v)| format!("{k}={v:?}"))

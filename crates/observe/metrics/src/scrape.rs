@@ -5,7 +5,7 @@
 //! one). A target that answers garbage is down, with the parse error as its last error;
 //! nothing else is affected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,7 +181,7 @@ impl Scraper {
             _ = tokio::time::sleep(offset.min(Duration::from_secs(1))) => {}
             _ = cancel.cancelled() => return,
         }
-        let mut previous: HashSet<Labels> = HashSet::new();
+        let mut cache = ScrapeCache::default();
         let mut ticker = tokio::time::interval(target.interval.max(Duration::from_millis(100)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -189,7 +189,7 @@ impl Scraper {
                 _ = ticker.tick() => {}
                 _ = cancel.cancelled() => break,
             }
-            previous = self.scrape(&target, &health, previous).await;
+            self.scrape(&target, &health, &mut cache).await;
         }
         if self.keep_series.load(std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -197,7 +197,7 @@ impl Scraper {
         // Gone: its series end now, `up` and the scrape's own series too.
         let t = now_ms();
         let mut batch: Vec<(Labels, i64, f64)> =
-            previous.into_iter().map(|l| (l, t, stale())).collect();
+            cache.last_seen().map(|l| (l, t, stale())).collect();
         for name in REPORT_SERIES {
             let mut l = target.labels.clone();
             l.set(METRIC_NAME.to_string(), name.to_string());
@@ -216,34 +216,29 @@ impl Scraper {
     }
 
     /// One scrape; returns the series it stored (for the next one's stale markers).
-    async fn scrape(
-        &self,
-        target: &Target,
-        health: &Mutex<TargetHealth>,
-        previous: HashSet<Labels>,
-    ) -> HashSet<Labels> {
+    async fn scrape(&self, target: &Target, health: &Mutex<TargetHealth>, cache: &mut ScrapeCache) {
         let t = now_ms();
         let started = std::time::Instant::now();
         let timeout = target.interval.min(Duration::from_secs(10));
         let result = self.fetch(target, timeout).await;
         let took = started.elapsed().as_secs_f64();
         let mut batch: Vec<(Labels, i64, f64)> = Vec::new();
-        let mut current = HashSet::new();
         let (up, error, count) = match result {
             Ok(exp) => {
-                for s in &exp.samples {
-                    let labels = series_labels(&s.name, &s.labels, &target.labels);
-                    current.insert(labels.clone());
+                let count = exp.samples.len();
+                batch.reserve(count + REPORT_SERIES.len());
+                for s in exp.samples {
+                    let labels = cache.labels(s.name, s.labels, &target.labels);
                     batch.push((labels, s.timestamp_ms.unwrap_or(t), s.value));
                 }
-                (1.0, None, exp.samples.len())
+                (1.0, None, count)
             }
             Err(e) => (0.0, Some(e), 0),
         };
-        for l in previous.difference(&current) {
-            batch.push((l.clone(), t, stale()));
-        }
-        let added = current.difference(&previous).count();
+        // The previous scrape's series this one did not have end now (all of them when the
+        // scrape failed).
+        let added = cache.added;
+        batch.extend(cache.end_scrape().map(|l| (l, t, stale())));
         for (name, value) in
             REPORT_SERIES
                 .into_iter()
@@ -260,7 +255,6 @@ impl Scraper {
         h.last_duration_s = Some(took);
         h.last_error = error;
         h.samples = count;
-        current
     }
 
     async fn fetch(
@@ -322,6 +316,92 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cause
 }
 
+/// A target's series as its page writes them (name and own labels) → the stored label set,
+/// so a steady page costs one hash lookup per sample, not a label set built and hashed
+/// (Prometheus keeps the same cache per scrape loop). It also knows which series each scrape
+/// had, for stale markers.
+struct ScrapeCache {
+    map: HashMap<PageSeries, Entry, foldhash::fast::RandomState>,
+    /// The scrape going on (the first is 1).
+    scrape: u64,
+    /// Series new in the scrape going on.
+    added: usize,
+}
+
+/// A series as a page writes it: its name and its own labels.
+type PageSeries = (String, Vec<(String, String)>);
+
+struct Entry {
+    labels: Labels,
+    /// The last scrape that had it.
+    seen: u64,
+}
+
+impl Default for ScrapeCache {
+    fn default() -> Self {
+        ScrapeCache {
+            map: HashMap::default(),
+            scrape: 1,
+            added: 0,
+        }
+    }
+}
+
+impl ScrapeCache {
+    /// The stored labels of a sample of this scrape.
+    fn labels(&mut self, name: String, own: Vec<(String, String)>, target: &Labels) -> Labels {
+        let scrape = self.scrape;
+        match self.map.entry((name, own)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let entry = e.get_mut();
+                if entry.seen + 1 < scrape {
+                    self.added += 1;
+                }
+                entry.seen = scrape;
+                entry.labels.clone()
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let (name, own) = e.key();
+                let labels = series_labels(name, own, target);
+                e.insert(Entry {
+                    labels: labels.clone(),
+                    seen: scrape,
+                });
+                self.added += 1;
+                labels
+            }
+        }
+    }
+
+    /// Ends the scrape going on: the series the one before had and this one did not. Forgets
+    /// series gone once they outnumber the live ones.
+    fn end_scrape(&mut self) -> impl Iterator<Item = Labels> + use<> {
+        let (now, before) = (self.scrape, self.scrape - 1);
+        let gone: Vec<Labels> = self
+            .map
+            .values()
+            .filter(|e| e.seen == before)
+            .map(|e| e.labels.clone())
+            .collect();
+        let live = self.map.values().filter(|e| e.seen == now).count();
+        if self.map.len() > live.saturating_mul(2).max(64) {
+            self.map.retain(|_, e| e.seen == now);
+        }
+        self.scrape += 1;
+        self.added = 0;
+        gone.into_iter()
+    }
+
+    /// The series the last scrape had (their stale markers when the target goes).
+    fn last_seen(&self) -> impl Iterator<Item = Labels> + '_ {
+        let last = self.scrape - 1;
+        self.map
+            .values()
+            .filter(move |e| e.seen == last)
+            .map(|e| e.labels.clone())
+    }
+}
+
 /// A scraped sample's series: its own labels, then the target's; a label of its own that
 /// the target also sets is kept as `exported_<name>` (Prometheus' `honor_labels: false`).
 pub fn series_labels(name: &str, own: &[(String, String)], target: &Labels) -> Labels {
@@ -344,6 +424,37 @@ pub fn series_labels(name: &str, own: &[(String, String)], target: &Labels) -> L
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn own(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_cache_knows_which_series_went_and_which_are_new() {
+        let target = Labels::from_pairs([("job", "web")]);
+        let mut cache = ScrapeCache::default();
+        let a = cache.labels("x".into(), own(&[("k", "a")]), &target);
+        let b = cache.labels("x".into(), own(&[("k", "b")]), &target);
+        assert_eq!(a.to_string(), r#"x{job="web", k="a"}"#);
+        assert_eq!(cache.added, 2);
+        assert_eq!(cache.end_scrape().count(), 0);
+        // `b` goes: its stale marker; the same labels come back shared.
+        let again = cache.labels("x".into(), own(&[("k", "a")]), &target);
+        assert_eq!(again, a);
+        assert_eq!(cache.added, 0);
+        assert_eq!(cache.end_scrape().collect::<Vec<_>>(), std::slice::from_ref(&b));
+        // A failed scrape: everything the last one had ends.
+        assert_eq!(cache.end_scrape().collect::<Vec<_>>(), std::slice::from_ref(&a));
+        assert_eq!(cache.end_scrape().count(), 0);
+        // Back after a gap: new again.
+        cache.labels("x".into(), own(&[("k", "b")]), &target);
+        assert_eq!(cache.added, 1);
+        assert_eq!(cache.end_scrape().count(), 0);
+        assert_eq!(cache.last_seen().collect::<Vec<_>>(), [b]);
+    }
 
     #[test]
     fn target_labels_win_and_conflicts_are_exported() {

@@ -239,11 +239,18 @@ impl<'a> Evaluator<'a> {
             Some(f) => (lo.min(f.lo), (hi + span).max(f.hi)),
             None => (lo, hi + span),
         };
+        let groups = matchers_of(vs);
         let mut series: Vec<Series> = Vec::new();
-        for group in matchers_of(vs) {
-            for s in self.store.select(&group, lo, hi) {
-                if !series.iter().any(|x| x.labels == s.labels) {
-                    series.push(s);
+        if let [group] = groups.as_slice() {
+            series = self.store.select(group, lo, hi);
+        } else {
+            // `or` of matcher sets (`{__name__=~"a|b"}` split, say): a series once.
+            let mut seen = std::collections::HashSet::new();
+            for group in &groups {
+                for s in self.store.select(group, lo, hi) {
+                    if seen.insert(s.labels.clone()) {
+                        series.push(s);
+                    }
                 }
             }
         }
