@@ -20,6 +20,9 @@ pub struct Labels(Arc<Inner>);
 struct Inner {
     pairs: Vec<(String, String)>,
     hash: OnceLock<u64>,
+    /// The same set without `__name__` (what `rate` and arithmetic return), made once: the
+    /// steps of a range query ask it of the same sets. At most one more set per series.
+    without_name: OnceLock<Labels>,
 }
 
 impl PartialEq for Labels {
@@ -64,6 +67,7 @@ impl Labels {
         Labels(Arc::new(Inner {
             pairs,
             hash: OnceLock::new(),
+            without_name: OnceLock::new(),
         }))
     }
 
@@ -71,6 +75,7 @@ impl Labels {
     fn pairs_mut(&mut self) -> &mut Vec<(String, String)> {
         let inner = Arc::make_mut(&mut self.0);
         inner.hash = OnceLock::new();
+        inner.without_name = OnceLock::new();
         &mut inner.pairs
     }
 
@@ -128,9 +133,17 @@ impl Labels {
 
     /// The same set without its metric name.
     pub fn without_name(&self) -> Labels {
-        let mut l = self.clone();
-        l.remove(METRIC_NAME);
-        l
+        if self.name().is_none() {
+            return self.clone();
+        }
+        self.0
+            .without_name
+            .get_or_init(|| {
+                let mut l = Labels::from_sorted(self.0.pairs.clone());
+                l.remove(METRIC_NAME);
+                l
+            })
+            .clone()
     }
 
     /// Only the labels named (`by`, `on`).

@@ -445,9 +445,15 @@ mod tests {
         let again = cache.labels("x".into(), own(&[("k", "a")]), &target);
         assert_eq!(again, a);
         assert_eq!(cache.added, 0);
-        assert_eq!(cache.end_scrape().collect::<Vec<_>>(), std::slice::from_ref(&b));
+        assert_eq!(
+            cache.end_scrape().collect::<Vec<_>>(),
+            std::slice::from_ref(&b)
+        );
         // A failed scrape: everything the last one had ends.
-        assert_eq!(cache.end_scrape().collect::<Vec<_>>(), std::slice::from_ref(&a));
+        assert_eq!(
+            cache.end_scrape().collect::<Vec<_>>(),
+            std::slice::from_ref(&a)
+        );
         assert_eq!(cache.end_scrape().count(), 0);
         // Back after a gap: new again.
         cache.labels("x".into(), own(&[("k", "b")]), &target);

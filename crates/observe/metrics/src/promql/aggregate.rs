@@ -38,6 +38,7 @@ fn go_float(v: f64) -> String {
 
 pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
     let op = agg.op.to_string();
+    let node = std::ptr::from_ref(agg) as usize;
     let input = match ev.eval(&agg.expr, t)? {
         Val::Vector(v) => v,
         other => {
@@ -67,7 +68,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Va
             let mut groups: BTreeMap<Labels, Vec<(Labels, f64)>> = BTreeMap::new();
             for (l, v) in input {
                 groups
-                    .entry(group_of(&l, &agg.modifier))
+                    .entry(ev.group(node, &l, |l| group_of(l, &agg.modifier)))
                     .or_default()
                     .push((l, v));
             }
@@ -100,7 +101,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Va
             };
             let mut counts: BTreeMap<Labels, f64> = BTreeMap::new();
             for (l, v) in input {
-                let mut g = group_of(&l, &agg.modifier);
+                let mut g = ev.group(node, &l, |l| group_of(l, &agg.modifier));
                 g.set(label.clone(), go_float(v));
                 *counts.entry(g).or_default() += 1.0;
             }
@@ -111,7 +112,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Va
             let mut groups: BTreeMap<Labels, Vec<f64>> = BTreeMap::new();
             for (l, v) in input {
                 groups
-                    .entry(group_of(&l, &agg.modifier))
+                    .entry(ev.group(node, &l, |l| group_of(l, &agg.modifier)))
                     .or_default()
                     .push(v);
             }
@@ -123,19 +124,21 @@ pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Va
             ))
         }
         "sum" | "avg" | "count" | "min" | "max" | "stddev" | "stdvar" | "group" => {
-            let mut groups: BTreeMap<Labels, Acc> = BTreeMap::new();
+            // Hashed (label sets hash once), sorted at the end.
+            let mut groups: std::collections::HashMap<Labels, Acc> =
+                std::collections::HashMap::new();
             for (l, v) in input {
                 groups
-                    .entry(group_of(&l, &agg.modifier))
+                    .entry(ev.group(node, &l, |l| group_of(l, &agg.modifier)))
                     .or_default()
                     .add(&op, v);
             }
-            Ok(Val::Vector(
-                groups
-                    .into_iter()
-                    .map(|(g, acc)| (g, acc.result(&op)))
-                    .collect(),
-            ))
+            let mut out: Vec<(Labels, f64)> = groups
+                .into_iter()
+                .map(|(g, acc)| (g, acc.result(&op)))
+                .collect();
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            Ok(Val::Vector(out))
         }
         other => Err(QueryError::bad_data(format!(
             "aggregation \"{other}\" is not supported by Slipway's PromQL engine yet"

@@ -3,7 +3,7 @@
 //! the whole query window), then each step slices what it needs.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,6 +54,36 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     cache: RefCell<HashMap<usize, Fetched>>,
     loaded: Cell<usize>,
+    /// Each aggregation's group of each input series, so the steps of a range query (which
+    /// see the same label sets) work it out once.
+    groups: RefCell<HashMap<(usize, Labels), Labels>>,
+    /// Where each selector's window starts and ends in each fetched series, from the last
+    /// step: a range query's steps move forward, so the next window is found by reading on
+    /// from there (a binary search per step and series misses the cache on every probe).
+    cursors: RefCell<HashMap<usize, Cursors>>,
+}
+
+/// The windows of one selector: which fetch they index, and `[from, to)` per series.
+struct Cursors {
+    fetched: usize,
+    at: Vec<(usize, usize)>,
+}
+
+/// The first index at or after which `before(ts)` is false, reading on from `hint` (found by
+/// binary search when the answer lies behind `hint` or far ahead).
+fn seek(samples: &[(i64, f64)], hint: usize, before: impl Fn(i64) -> bool) -> usize {
+    let mut i = hint.min(samples.len());
+    if i > 0 && !before(samples[i - 1].0) {
+        return samples.partition_point(|(ts, _)| before(*ts));
+    }
+    let stop = (i + 32).min(samples.len());
+    while i < stop {
+        if !before(samples[i].0) {
+            return i;
+        }
+        i += 1;
+    }
+    i + samples[i..].partition_point(|(ts, _)| before(*ts))
 }
 
 pub(crate) fn to_ms(d: std::time::Duration) -> i64 {
@@ -124,6 +154,8 @@ impl<'a> Evaluator<'a> {
             end,
             cache: RefCell::new(HashMap::new()),
             loaded: Cell::new(0),
+            groups: RefCell::new(HashMap::new()),
+            cursors: RefCell::new(HashMap::new()),
         }
     }
 
@@ -151,7 +183,8 @@ impl<'a> Evaluator<'a> {
                 "invalid expression type \"{kind}\" for range query, must be Scalar or instant Vector"
             )));
         }
-        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        // Hashed (label sets hash once), sorted at the end.
+        let mut out: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = start;
         while t <= end {
             match self.eval(expr, t)? {
@@ -170,10 +203,12 @@ impl<'a> Evaluator<'a> {
             }
             t += step;
         }
-        Ok(out
+        let mut series: Vec<Series> = out
             .into_iter()
             .map(|(labels, samples)| Series { labels, samples })
-            .collect())
+            .collect();
+        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
     }
 
     pub(crate) fn eval(&self, expr: &Expr, t: i64) -> Result<Val, QueryError> {
@@ -201,6 +236,22 @@ impl<'a> Evaluator<'a> {
             Expr::Binary(b) => super::binary::eval(self, b, t),
             Expr::Extension(_) => Err(QueryError::bad_data("unsupported expression")),
         }
+    }
+
+    /// The group of `labels` for the aggregation `node`, computed once per query.
+    pub(crate) fn group(
+        &self,
+        node: usize,
+        labels: &Labels,
+        of: impl FnOnce(&Labels) -> Labels,
+    ) -> Labels {
+        let key = (node, labels.clone());
+        if let Some(g) = self.groups.borrow().get(&key) {
+            return g.clone();
+        }
+        let g = of(labels);
+        self.groups.borrow_mut().insert(key, g.clone());
+        g
     }
 
     /// The time a selector is read at: `@` pins it, `offset` moves it back.
@@ -273,6 +324,27 @@ impl<'a> Evaluator<'a> {
         Ok(series)
     }
 
+    /// The cursors of selector `vs` into `data` (new ones when the data was fetched again).
+    fn cursors_for<'c>(
+        &self,
+        cursors: &'c mut HashMap<usize, Cursors>,
+        vs: &VectorSelector,
+        data: &Rc<Vec<Series>>,
+    ) -> &'c mut Cursors {
+        let fetched = Rc::as_ptr(data) as usize;
+        let c = cursors
+            .entry(std::ptr::from_ref(vs) as usize)
+            .or_insert_with(|| Cursors {
+                fetched,
+                at: Vec::new(),
+            });
+        if c.fetched != fetched || c.at.len() != data.len() {
+            c.fetched = fetched;
+            c.at = vec![(0, 0); data.len()];
+        }
+        c
+    }
+
     /// An instant selector at `t`: each series' newest sample within the lookback, unless it
     /// is a stale marker.
     pub(crate) fn instant_selector(
@@ -285,9 +357,12 @@ impl<'a> Evaluator<'a> {
         // (te - lookback, te]: a sample exactly a lookback old is gone.
         let lo = te - lookback + 1;
         let data = self.fetch(vs, lo, te)?;
+        let mut cursors = self.cursors.borrow_mut();
+        let c = self.cursors_for(&mut cursors, vs, &data);
         let mut out = Vec::new();
-        for s in data.iter() {
-            let upto = s.samples.partition_point(|(ts, _)| *ts <= te);
+        for (s, at) in data.iter().zip(c.at.iter_mut()) {
+            let upto = seek(&s.samples, at.1, |ts| ts <= te);
+            at.1 = upto;
             if upto == 0 {
                 continue;
             }
@@ -311,15 +386,16 @@ impl<'a> Evaluator<'a> {
         // Prometheus 2: [te - range, te].
         let lo = te - range;
         let data = self.fetch(vs, lo, te)?;
+        let mut cursors = self.cursors.borrow_mut();
+        let c = self.cursors_for(&mut cursors, vs, &data);
         let mut out = Vec::new();
-        for s in data.iter() {
-            let from = s.samples.partition_point(|(ts, _)| *ts < lo);
-            let to = s.samples.partition_point(|(ts, _)| *ts <= te);
-            let samples: Vec<(i64, f64)> = s.samples[from..to]
-                .iter()
-                .filter(|(_, v)| !is_stale(*v))
-                .copied()
-                .collect();
+        for (s, at) in data.iter().zip(c.at.iter_mut()) {
+            let from = seek(&s.samples, at.0, |ts| ts < lo);
+            let to = from + seek(&s.samples[from..], at.1.saturating_sub(from), |ts| ts <= te);
+            *at = (from, to);
+            let window = &s.samples[from..to];
+            let mut samples: Vec<(i64, f64)> = Vec::with_capacity(window.len());
+            samples.extend(window.iter().filter(|(_, v)| !is_stale(*v)));
             if !samples.is_empty() {
                 out.push(Series {
                     labels: s.labels.clone(),
