@@ -448,6 +448,19 @@ impl<'a> BitReader<'a> {
         if end.div_ceil(8) > self.bytes.len() {
             return None;
         }
+        // Fast path for wide reads: the (at most 71) bits from the current byte on, in one
+        // load (a bit or a few come from one byte below anyway).
+        let first = self.pos / 8;
+        if n > 8
+            && n <= 64
+            && let Some(window) = self.bytes.get(first..first + 16)
+        {
+            let mut buf = [0u8; 16];
+            buf.copy_from_slice(window);
+            let word = u128::from_be_bytes(buf) << (self.pos % 8);
+            self.pos = end;
+            return Some((word >> (128 - n)) as u64);
+        }
         let mut out = 0u64;
         let mut left = n;
         while left > 0 {
