@@ -115,7 +115,7 @@ wait_url "http://127.0.0.1:$PROM_PORT/-/ready"
     echo "start = \"$BIN/slipway-sample worker\""
     echo '[metrics]'
     echo "interval = \"${INTERVAL}s\""
-    echo "targets = [$(i=0; for p in "${ports[@]}"; do printf '{ name = "bench%s", url = "http://127.0.0.1:%s/metrics" },' $((i++)) "$p"; done | sed 's/,$//')]"
+    echo "targets = [{ name = \"bench\", urls = [$(for p in "${ports[@]}"; do printf '"http://127.0.0.1:%s/metrics",' "$p"; done | sed 's/,$//')] }]"
 } > "$work/project/slipway.toml"
 (cd "$work/project" && exec "$BIN/slipway" up --listen 127.0.0.1:0 >"$work/slipway.log" 2>&1) &
 SLIPWAY_PID=$!; pids+=($!)
@@ -160,7 +160,7 @@ def scalar(side, q):
 
 # Ingest: wait until both scrape every target, warm up, then count over the window.
 deadline = time.time() + 120
-while any(scalar(s, 'count(up{job=~"bench.*"} == 1)') < targets for s in sides):
+while any(scalar(s, 'count(up{job="bench"} == 1)') < targets for s in sides):
     if time.time() > deadline:
         raise SystemExit("the targets never came up on both sides")
     time.sleep(1)
@@ -170,7 +170,7 @@ time.sleep(window)
 after = {s: (cpu(sides[s][0]), time.time()) for s in sides}
 ingest, rss_per_10k, active = {}, {}, {}
 for s in sides:
-    stored = scalar(s, f'sum(sum_over_time(scrape_samples_scraped{{job=~"bench.*"}}[{window}s]))')
+    stored = scalar(s, f'sum(sum_over_time(scrape_samples_scraped{{job="bench"}}[{window}s]))')
     used = after[s][0] - before[s][0]
     ingest[s] = stored / used if used > 0 else float("inf")
     active[s] = scalar(s, "count({__name__=~\".+\"})")

@@ -784,3 +784,38 @@ fn exposition_value(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+#[test]
+fn one_job_may_list_several_urls_each_its_own_instance() {
+    let (a, b) = (Exporter::start(steady_page), Exporter::start(steady_page));
+    let project = Project::new(&format!(
+        "[project]\nname = \"metrics\"\n\n[services.worker]\nkind = \"worker\"\nstart = \"slipway-sample worker\"\n\n\
+         [metrics]\ninterval = \"1s\"\ntargets = [{{ name = \"pair\", urls = [\"{}\", \"{}\"], labels = {{ team = \"data\" }} }}]\n",
+        a.url, b.url
+    ));
+    project.ok(&["validate"]);
+    let daemon = project.start();
+    let (base, auth) = api(&daemon);
+    let ours = slipway_api(&base, &auth);
+    let ups = wait_for(
+        "both instances scraped",
+        Duration::from_secs(30),
+        || match ours.instant(r#"up{job="pair"} == 1"#, now_ms()) {
+            Answer::Series(m) if m.len() == 2 => Some(m),
+            _ => None,
+        },
+    );
+    for url in [&a.url, &b.url] {
+        let instance = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
+        assert!(
+            ups.keys()
+                .any(|k| k.contains(&format!("instance=\"{instance}\""))
+                    && k.contains("team=\"data\"")),
+            "{instance} in {ups:?}"
+        );
+    }
+    let targets = project.ok(&["metrics", "targets"]);
+    assert_eq!(targets.matches("pair").count(), 2, "{targets}");
+}

@@ -183,25 +183,30 @@ impl Metrics {
                     });
                 }
                 for t in &config.targets {
-                    let mut l =
-                        Labels::from_pairs(t.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    l.set("job".into(), t.name.clone());
-                    if l.get("instance").is_none() {
-                        let host = t
-                            .url
-                            .split("://")
-                            .nth(1)
-                            .and_then(|r| r.split('/').next())
-                            .unwrap_or(&t.url)
-                            .to_string();
-                        l.set("instance".into(), host);
+                    for url in t.all_urls() {
+                        let mut l = Labels::from_pairs(
+                            t.labels.iter().map(|(k, v)| (k.clone(), v.clone())),
+                        );
+                        l.set("job".into(), t.name.clone());
+                        if l.get("instance").is_none()
+                            || t.urls.len() + usize::from(t.url.is_some()) > 1
+                        {
+                            // host:port, as Prometheus names a static target.
+                            let host = url
+                                .split("://")
+                                .nth(1)
+                                .and_then(|r| r.split('/').next())
+                                .unwrap_or(url)
+                                .to_string();
+                            l.set("instance".into(), host);
+                        }
+                        targets.push(Target {
+                            url: url.to_string(),
+                            labels: l,
+                            interval: t.interval.map_or(config.interval.std(), |i| i.std()),
+                            bearer: None,
+                        });
                     }
-                    targets.push(Target {
-                        url: t.url.clone(),
-                        labels: l,
-                        interval: t.interval.map_or(config.interval.std(), |i| i.std()),
-                        bearer: None,
-                    });
                 }
                 if let Some((url, token)) = workloads.proxy_metrics() {
                     targets.push(Target {

@@ -303,7 +303,11 @@ pub struct MetricsTarget {
     /// Its `job` label.
     pub name: String,
     /// The URL scraped (`http://127.0.0.1:9187/metrics`).
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several URLs of one job (three node exporters, say), each its own `instance`.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// How often (default `[metrics] interval`).
     pub interval: Option<Duration>,
     /// Labels added to its series.

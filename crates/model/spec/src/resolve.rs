@@ -76,10 +76,18 @@ impl Default for ResolvedMetrics {
     }
 }
 
+impl crate::model::MetricsTarget {
+    /// Every URL it scrapes: `url`, then `urls`.
+    pub fn all_urls(&self) -> impl Iterator<Item = &str> {
+        self.url.iter().chain(&self.urls).map(String::as_str)
+    }
+}
+
 impl PartialEq for crate::model::MetricsTarget {
     fn eq(&self, o: &Self) -> bool {
         self.name == o.name
             && self.url == o.url
+            && self.urls == o.urls
             && self.interval == o.interval
             && self.labels == o.labels
     }

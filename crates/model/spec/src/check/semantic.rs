@@ -868,17 +868,42 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                 );
             }
             names.push(&t.name);
-            let ok = (t.url.starts_with("http://") || t.url.starts_with("https://"))
-                && t.url.len() > "http://".len();
-            if !ok {
+            if t.url.is_none() && t.urls.is_empty() {
                 self.error_at(
-                    &base.key("url"),
-                    format!("`{}` is not an http(s) URL", t.url),
+                    &base,
+                    format!("metrics target `{}` has no `url`", t.name),
                     Some(
-                        "write the exporter's address, e.g. \"http://127.0.0.1:9187/metrics\""
+                        "add `url = \"http://127.0.0.1:9187/metrics\"` (or `urls = [...]` for several instances of one job)"
                             .into(),
                     ),
                 );
+            }
+            let mut seen: Vec<&str> = Vec::new();
+            for (key, url) in t.url.iter().map(|u| (base.key("url"), u)).chain(
+                t.urls
+                    .iter()
+                    .enumerate()
+                    .map(|(j, u)| (base.key("urls").index(j), u)),
+            ) {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() > "http://".len();
+                if !ok {
+                    self.error_at(
+                        &key,
+                        format!("`{url}` is not an http(s) URL"),
+                        Some(
+                            "write the exporter's address, e.g. \"http://127.0.0.1:9187/metrics\""
+                                .into(),
+                        ),
+                    );
+                } else if seen.contains(&url.as_str()) {
+                    self.error_at(
+                        &key,
+                        format!("`{url}` is listed twice"),
+                        Some("each URL is one instance: list it once".into()),
+                    );
+                }
+                seen.push(url);
             }
         }
         let is_url = |u: &str| {
