@@ -410,13 +410,7 @@ impl MetricsBackend for Prometheus {
     }
 }
 
+/// Percent-encodes a form or query value.
 fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(q.as_bytes()).collect()
 }

@@ -96,14 +96,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Option<Reply> {
 
 /// Percent-encodes a query parameter.
 pub fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(q.as_bytes()).collect()
 }
 
 /// Whether Debian's `prometheus` package (`prometheus`, `promtool`) is installed; the tests

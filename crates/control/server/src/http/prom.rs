@@ -125,17 +125,9 @@ fn secs(ms: i64) -> Json {
     json!(ms as f64 / 1000.0)
 }
 
-/// A sample value as Prometheus writes it (Go's `FormatFloat(v, 'f', -1, 64)`).
+/// A sample value as Prometheus writes it.
 fn float(v: f64) -> Json {
-    Json::String(if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    })
+    Json::String(slipway_metrics::promql::format_value(v))
 }
 
 fn metric(l: &Labels) -> Json {

@@ -23,19 +23,6 @@ fn group_of(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     }
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, which `count_values` labels with.
-fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
     let op = agg.op.to_string();
     let node = std::ptr::from_ref(agg) as usize;
@@ -102,7 +89,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Va
             let mut counts: BTreeMap<Labels, f64> = BTreeMap::new();
             for (l, v) in input {
                 let mut g = ev.group(node, &l, |l| group_of(l, &agg.modifier));
-                g.set(label.clone(), go_float(v));
+                g.set(label.clone(), super::format_value(v));
                 *counts.entry(g).or_default() += 1.0;
             }
             Ok(Val::Vector(counts.into_iter().collect()))

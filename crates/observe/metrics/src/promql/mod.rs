@@ -19,6 +19,20 @@ use crate::storage::Queryable;
 
 pub use eval::parse;
 
+/// A sample value as Prometheus writes it in its API and `count_values` labels: Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)` (`NaN`, `+Inf`, `-Inf`, shortest decimal).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
 /// The matchers of a selector (one group per `or` alternative), the metric name included.
 pub fn selector_matchers(
     vs: &promql_parser::parser::VectorSelector,

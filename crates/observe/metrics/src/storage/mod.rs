@@ -4,6 +4,7 @@
 //! compressed chunks, a write-ahead log, blocks on disk) implements both.
 
 mod block;
+mod bytes;
 pub mod chunk;
 pub mod tsdb;
 mod wal;

@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::bytes::Reader;
 use crate::labels::Labels;
 
 const SERIES: u8 = 1;
@@ -196,36 +197,9 @@ fn read_segment(path: &Path, out: &mut Vec<Record>) -> std::io::Result<()> {
     Ok(())
 }
 
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Some(u64::from_le_bytes(a))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
 fn decode(body: &[u8]) -> Option<Record> {
     let (&kind, rest) = body.split_first()?;
-    let mut c = Cursor(rest);
+    let mut c = Reader(rest);
     match kind {
         SERIES => {
             let id = c.u32()?;
