@@ -22,7 +22,7 @@ if ! command -v wrk >/dev/null; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
 fi
 cargo build --release --quiet --bin slipway --bin slipway-sample
-export PATH="$PWD/target/release:$PATH"
+export PATH="${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH"
 work=$(mktemp -d)
 projects=()
 cleanup() {

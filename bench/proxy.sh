@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet --bin slipway --bin slipway-sample
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 CORES=$(nproc)
 work=$(mktemp -d)
 pids=()
@@ -135,3 +135,4 @@ printf '%-16s %12s %9s %9s %12s  %s\n' "nginx" "$n_rps" "$n_p50" "$n_p99" "$n_me
 printf '%-16s %12s %9s %9s %12s  %s\n' "haproxy" "$h_rps" "$h_p50" "$h_p99" "$h_mem" "$h_err"
 printf '\nslipway / nginx:   requests/s %s, p99 %s\n' "$(ratio "$s_rps" "$n_rps")" "$(ratio "$s_p99" "$n_p99")"
 printf 'slipway / haproxy: requests/s %s, p99 %s\n' "$(ratio "$s_rps" "$h_rps")" "$(ratio "$s_p99" "$h_p99")"
+echo "RESULT rps_slipway=$s_rps rps_nginx=$n_rps rps_haproxy=$h_rps p99_ms_slipway=$s_p99 p99_ms_nginx=$n_p99 p99_ms_haproxy=$h_p99 rss_kib_slipway=$s_mem rss_kib_nginx=$n_mem rss_kib_haproxy=$h_mem rps_ratio_nginx=$(ratio "$s_rps" "$n_rps") rps_ratio_haproxy=$(ratio "$s_rps" "$h_rps") p99_ratio_nginx=$(ratio "$s_p99" "$n_p99") p99_ratio_haproxy=$(ratio "$s_p99" "$h_p99")"

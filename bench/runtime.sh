@@ -14,7 +14,7 @@ IDLE=${IDLE:-10}
 
 command -v supervisord >/dev/null || { echo "install supervisord: pip install supervisor" >&2; exit 1; }
 cargo build --release --quiet
-SLIPWAY=$PWD/target/release/slipway
+SLIPWAY=${CARGO_TARGET_DIR:-$PWD/target}/release/slipway
 TICKS=$(getconf CLK_TCK)
 work=$(mktemp -d)
 trap 'cd /; "$SLIPWAY" -f "$work/s/slipway.toml" down >/dev/null 2>&1 || true; [ -f "$work/sv/supervisord.pid" ] && kill "$(cat "$work/sv/supervisord.pid")" 2>/dev/null; rm -rf "$work"' EXIT
@@ -96,3 +96,4 @@ printf '%-30s %12s %12s %8s\n' "supervisor memory, PSS (KiB)" "$s_rss" "$v_rss" 
 printf '%-30s %12s %12s %8s\n' "idle CPU (% of one core)" "$s_cpu" "$v_cpu" "$(python3 -c "print(round($s_cpu/max($v_cpu,0.01),2))")"
 printf '%-30s %12s %12s %8s\n' "kill -9 to replacement (ms)" "$s_restart" "$v_restart" "$(python3 -c "print(round($s_restart/max($v_restart,1),2))")"
 echo "(restart times include each tool's status polling: slipway's HTTP API, supervisorctl's XML-RPC)"
+echo "RESULT processes=$N pss_kib_slipway=$s_rss pss_kib_supervisord=$v_rss pss_ratio=$(python3 -c "print(round($s_rss/$v_rss,2))") idle_cpu_pct_slipway=$s_cpu idle_cpu_pct_supervisord=$v_cpu restart_ms_slipway=$s_restart restart_ms_supervisord=$v_restart restart_ratio=$(python3 -c "print(round($s_restart/max($v_restart,1),2))")"
