@@ -7,8 +7,9 @@
 # - queries: HOURS of identical history (2000 series: request counters, a latency histogram,
 #   CPU counters, gauges) written into both (`promtool tsdb create-blocks-from openmetrics` for
 #   Prometheus, the same samples appended to Slipway's store), then instant queries and 1h and
-#   24h range queries, `histogram_quantile` over `rate` among them, each asked ROUNDS times of
-#   both, alternating; p50 and p99 per kind.
+#   24h range queries, `histogram_quantile` over `rate` among them, and functions over long
+#   ranges (`increase(x[24h])`, `avg_over_time(x[12h])`: Slipway reads its five-minute
+#   rollups), each asked ROUNDS times of both, alternating; p50 and p99 per kind.
 #
 # Ends with a RESULT line: ratios are Slipway / Prometheus (ingest > 1 is better, rss and
 # latency < 1 are better).
@@ -194,12 +195,19 @@ ranged = [
     'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))',
     'avg by (site) (temperature_celsius)',
 ]
+# Functions over long ranges (the embedded store reads them from its five-minute rollups).
+long = [
+    'sum by (service) (increase(http_requests_total[24h]))',
+    'avg by (site) (avg_over_time(temperature_celsius[12h]))',
+]
 cases = [("instant", q, dict(query=q, time=now)) for q in instant]
+cases += [("long", q, dict(query=q, time=now)) for q in long]
+cases += [("long", q, dict(query=q, start=now - 86400, end=now, step=900)) for q in long]
 cases += [("range 1h", q, dict(query=q, start=now - 3600, end=now, step=15)) for q in ranged]
 cases += [("range 24h", q, dict(query=q, start=now - 86400, end=now, step=300)) for q in ranged]
 times = {(kind, s): [] for kind, _, _ in cases for s in sides}
 for kind, q, params in cases:
-    path = "/api/v1/query" if kind == "instant" else "/api/v1/query_range"
+    path = "/api/v1/query" if "time" in params else "/api/v1/query_range"
     shapes = {}
     for s in sides:
         data, _ = ask(s, path, **params)  # warm
@@ -223,7 +231,7 @@ result = {
     "rss_ratio": round(rss_per_10k["slipway"] / rss_per_10k["prometheus"], 2),
 }
 print(f"\n{'queries':<10} {'slipway p50':>12} {'p99':>9} {'prometheus p50':>15} {'p99':>9} {'p50 ratio':>10}", file=sys.stderr)
-for kind in ["instant", "range 1h", "range 24h"]:
+for kind in ["instant", "range 1h", "range 24h", "long"]:
     a, b = times[(kind, "slipway")], times[(kind, "prometheus")]
     key = kind.replace(" ", "_")
     for p in (50, 99):

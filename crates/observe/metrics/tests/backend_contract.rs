@@ -386,3 +386,184 @@ async fn a_prometheus_that_is_not_there_is_a_clear_error() {
     assert_eq!(e.kind, "execution");
     assert!(e.message.contains("does not answer"), "{}", e.message);
 }
+
+/// Functions over long ranges, which the embedded store answers from its five-minute rollups
+/// (and raw samples at the ranges' ragged edges), answer as Prometheus does over the same
+/// history: twelve hours written into the embedded store scrape by scrape (blocks cut as the
+/// daemon cuts them) and backfilled into Prometheus with `promtool tsdb create-blocks-from
+/// openmetrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_ranges_answered_from_rollups_agree_with_prometheus() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let end = jiff::Timestamp::now().as_millisecond() / STEP * STEP;
+    let start = end - 12 * 3_600_000;
+    let store = Tsdb::open(
+        &dir.path().join("embedded"),
+        TsdbOptions {
+            retention: Duration::from_secs(30 * 86_400),
+            block: Duration::from_secs(7200),
+        },
+    )
+    .unwrap();
+    let mut om = String::new();
+    let mut columns: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 100) as f64
+    };
+    for instance in ["a", "b", "c"] {
+        let (mut jobs, mut times) = (0.0, Vec::new());
+        let mut depth = Vec::new();
+        let mut t = start;
+        let mut k = 0;
+        while t <= end {
+            // `b` restarts twice (its counter starts again); `c` stops after eight hours.
+            jobs = if instance == "b" && (k == 1000 || k == 2222) {
+                noise()
+            } else {
+                jobs + noise()
+            };
+            if instance != "c" || k < 1920 {
+                times.push((t, jobs));
+                depth.push((t, noise() - 20.0));
+            }
+            t += STEP;
+            k += 1;
+        }
+        columns.push((
+            labels(&[("__name__", "jobs_total"), ("instance", instance)]),
+            times,
+        ));
+        columns.push((
+            labels(&[("__name__", "queue_depth"), ("instance", instance)]),
+            depth,
+        ));
+    }
+    for (l, samples) in &columns {
+        let inst = l.get("instance").unwrap();
+        let name = l.get("__name__").unwrap();
+        for (t, v) in samples {
+            om.push_str(&format!(
+                "{name}{{instance=\"{inst}\"}} {v} {}.{:03}\n",
+                t / 1000,
+                t % 1000
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let file = dir.path().join("history.om");
+    std::fs::File::create(&file)
+        .unwrap()
+        .write_all(om.as_bytes())
+        .unwrap();
+    slipway_metrics_testkit::require_prometheus();
+    let status = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(dir.path().join("tsdb"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "promtool could not backfill");
+    let mut t = start;
+    while t <= end {
+        let batch: Vec<Sample> = columns
+            .iter()
+            .filter_map(|(l, s)| {
+                let i = s.binary_search_by_key(&t, |(ts, _)| *ts).ok()?;
+                Some((l.clone(), t, s[i].1))
+            })
+            .collect();
+        store.append_batch(&batch).unwrap();
+        if (t - start) % (30 * 60_000) == 0 {
+            store.maintain().unwrap();
+        }
+        t += STEP;
+    }
+    store.maintain().unwrap();
+    assert!(store.stats().blocks >= 4, "{:?}", store.stats());
+    let prometheus = Prometheus::start(dir.path(), "global:\n  scrape_interval: 1h\n", &[]);
+    let remote = backend::Prometheus::new(&prometheus.base);
+    let embedded = Embedded::new(Arc::clone(&store));
+
+    let rows = |v: Value| -> Vec<(String, Vec<(i64, f64)>)> {
+        let mut out: Vec<(String, Vec<(i64, f64)>)> = match v {
+            Value::Vector(v) => v.iter().map(|(l, x)| (name(l), vec![(0, *x)])).collect(),
+            Value::Matrix(m) => m
+                .iter()
+                .map(|s| (name(&s.labels), s.samples.clone()))
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let queries = [
+        "avg_over_time(queue_depth[6h])",
+        "max_over_time(queue_depth[3h])",
+        "min_over_time(queue_depth[2h])",
+        "sum_over_time(queue_depth[1h])",
+        "count_over_time(queue_depth[4h])",
+        "last_over_time(queue_depth[2h])",
+        "present_over_time(queue_depth[1h])",
+        "rate(jobs_total[3h])",
+        "increase(jobs_total[6h])",
+        "delta(queue_depth[2h])",
+        "sum(increase(jobs_total[1h])) > bool 30 * sum(avg_over_time(queue_depth[6h]))",
+        "increase(jobs_total[1h] offset 2h)",
+    ];
+    let mut compared = 0;
+    let mut differ = Vec::new();
+    for q in queries {
+        let mut answers = Vec::new();
+        for at in [
+            end,
+            end - 433_000,
+            end - 3 * 3_600_000,
+            start + 7 * 3_600_000 + 1,
+        ] {
+            answers.push((
+                format!("{q} @ {at}"),
+                embedded.instant(q, at).await.unwrap(),
+                remote.instant(q, at).await.unwrap(),
+            ));
+        }
+        for (from, step) in [
+            (end - 6 * 3_600_000, 1_200_000),
+            (end - 5 * 3_600_000 + 1, 420_000),
+        ] {
+            answers.push((
+                format!("{q} from {from} step {step}"),
+                Value::Matrix(embedded.range(q, from, end, step).await.unwrap()),
+                Value::Matrix(remote.range(q, from, end, step).await.unwrap()),
+            ));
+        }
+        for (what, ours, theirs) in answers {
+            let (a, b) = (rows(ours), rows(theirs));
+            compared += 1;
+            let same = a.len() == b.len()
+                && !a.is_empty()
+                && a.iter().zip(&b).all(|(x, y)| {
+                    x.0 == y.0
+                        && x.1.len() == y.1.len()
+                        && x.1
+                            .iter()
+                            .zip(&y.1)
+                            .all(|(p, q)| p.0 == q.0 && close(p.1, q.1))
+                });
+            if !same {
+                differ.push(format!("{what}:\n  embedded:   {a:?}\n  prometheus: {b:?}"));
+            }
+        }
+    }
+    eprintln!(
+        "{compared} long-range answers compared, {} differ",
+        differ.len()
+    );
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}

@@ -12,7 +12,11 @@ use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use super::{Engine, QueryError, Value};
 use crate::labels::{Labels, METRIC_NAME, MatchKind, Matcher};
+use crate::storage::rollup::{Summaries, Summary};
 use crate::storage::{Queryable, Series, is_stale};
+
+/// Ranges at least this long are read from the store's rollups, where it keeps them.
+pub(crate) const ROLLUP_RANGE_MS: i64 = 3_600_000;
 
 /// A value while an expression is evaluated.
 #[derive(Clone, Debug)]
@@ -61,6 +65,68 @@ pub(crate) struct Evaluator<'a> {
     /// step: a range query's steps move forward, so the next window is found by reading on
     /// from there (a binary search per step and series misses the cache on every probe).
     cursors: RefCell<HashMap<usize, Cursors>>,
+    /// Each long-range selector's summaries reader, over the window it covers.
+    summaries: RefCell<HashMap<usize, Option<SummaryReader<'a>>>>,
+}
+
+struct SummaryReader<'a> {
+    lo: i64,
+    hi: i64,
+    reader: Box<dyn Summaries + 'a>,
+}
+
+/// A range vector: each series' samples in its window, borrowed from what the selector read
+/// where it can be.
+pub(crate) struct Windows {
+    data: Rc<Vec<Series>>,
+    spans: Vec<Span>,
+    owned: Vec<Series>,
+}
+
+enum Span {
+    /// Series `i` of the data, samples `[from, to)`.
+    Slice(usize, usize, usize),
+    /// An owned series.
+    Owned(usize),
+}
+
+impl Windows {
+    /// Series computed rather than read (a subquery's).
+    pub(crate) fn owned(series: Vec<Series>) -> Windows {
+        Windows {
+            data: Rc::new(Vec::new()),
+            spans: (0..series.len()).map(Span::Owned).collect(),
+            owned: series,
+        }
+    }
+
+    /// Each series' labels and samples.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Labels, &[(i64, f64)])> {
+        self.spans.iter().map(|span| match *span {
+            Span::Slice(i, from, to) => (&self.data[i].labels, &self.data[i].samples[from..to]),
+            Span::Owned(i) => (&self.owned[i].labels, self.owned[i].samples.as_slice()),
+        })
+    }
+
+    /// Whether no series has a sample in its window.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// As owned series.
+    pub(crate) fn into_series(self) -> Vec<Series> {
+        let mut owned: Vec<Option<Series>> = self.owned.into_iter().map(Some).collect();
+        self.spans
+            .iter()
+            .filter_map(|span| match *span {
+                Span::Slice(i, from, to) => Some(Series {
+                    labels: self.data[i].labels.clone(),
+                    samples: self.data[i].samples[from..to].to_vec(),
+                }),
+                Span::Owned(i) => owned[i].take(),
+            })
+            .collect()
+    }
 }
 
 /// The windows of one selector: which fetch they index, and `[from, to)` per series.
@@ -156,6 +222,7 @@ impl<'a> Evaluator<'a> {
             loaded: Cell::new(0),
             groups: RefCell::new(HashMap::new()),
             cursors: RefCell::new(HashMap::new()),
+            summaries: RefCell::new(HashMap::new()),
         }
     }
 
@@ -324,6 +391,53 @@ impl<'a> Evaluator<'a> {
         Ok(series)
     }
 
+    /// The summary of each series of a range selector at `t`, from the store's rollups: None
+    /// when the range is short, the store keeps none, or the selector is an `or` of matcher
+    /// sets (then the samples are read).
+    pub(crate) fn summaries(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Option<Vec<(Labels, Summary)>> {
+        if range < ROLLUP_RANGE_MS {
+            return None;
+        }
+        let te = self.selector_time(&vs.at, &vs.offset, t);
+        let lo = te - range;
+        let key = std::ptr::from_ref(vs) as usize;
+        let mut all = self.summaries.borrow_mut();
+        let covered = match all.get(&key) {
+            Some(None) => return None,
+            Some(Some(r)) => r.lo <= lo && r.hi >= te,
+            None => false,
+        };
+        if !covered {
+            let groups = matchers_of(vs);
+            let [group] = groups.as_slice() else {
+                all.insert(key, None);
+                return None;
+            };
+            let span = if vs.at.is_some() {
+                0
+            } else {
+                self.end - self.start
+            };
+            let hi = te + span.max(0);
+            let reader = self
+                .store
+                .summaries(group, lo, hi)
+                .map(|reader| SummaryReader { lo, hi, reader });
+            let none = reader.is_none();
+            all.insert(key, reader);
+            if none {
+                return None;
+            }
+        }
+        let r = all.get_mut(&key)?.as_mut()?;
+        Some(r.reader.summarize(lo, te))
+    }
+
     /// The cursors of selector `vs` into `data` (new ones when the data was fetched again).
     fn cursors_for<'c>(
         &self,
@@ -382,28 +496,49 @@ impl<'a> Evaluator<'a> {
         range: i64,
         t: i64,
     ) -> Result<Vec<Series>, QueryError> {
+        Ok(self.range_windows(vs, range, t)?.into_series())
+    }
+
+    /// [`Evaluator::range_selector`] without copying: each series' window in what the
+    /// selector read (a window holding stale markers is copied without them).
+    pub(crate) fn range_windows(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Result<Windows, QueryError> {
         let te = self.selector_time(&vs.at, &vs.offset, t);
         // Prometheus 2: [te - range, te].
         let lo = te - range;
         let data = self.fetch(vs, lo, te)?;
         let mut cursors = self.cursors.borrow_mut();
         let c = self.cursors_for(&mut cursors, vs, &data);
-        let mut out = Vec::new();
-        for (s, at) in data.iter().zip(c.at.iter_mut()) {
+        let mut spans = Vec::new();
+        let mut owned = Vec::new();
+        for (i, (s, at)) in data.iter().zip(c.at.iter_mut()).enumerate() {
             let from = seek(&s.samples, at.0, |ts| ts < lo);
             let to = from + seek(&s.samples[from..], at.1.saturating_sub(from), |ts| ts <= te);
             *at = (from, to);
             let window = &s.samples[from..to];
-            let mut samples: Vec<(i64, f64)> = Vec::with_capacity(window.len());
-            samples.extend(window.iter().filter(|(_, v)| !is_stale(*v)));
-            if !samples.is_empty() {
-                out.push(Series {
-                    labels: s.labels.clone(),
-                    samples,
-                });
+            if window.iter().any(|(_, v)| is_stale(*v)) {
+                let samples: Vec<(i64, f64)> = window
+                    .iter()
+                    .filter(|(_, v)| !is_stale(*v))
+                    .copied()
+                    .collect();
+                if !samples.is_empty() {
+                    spans.push(Span::Owned(owned.len()));
+                    owned.push(Series {
+                        labels: s.labels.clone(),
+                        samples,
+                    });
+                }
+            } else if from < to {
+                spans.push(Span::Slice(i, from, to));
             }
         }
-        Ok(out)
+        drop(cursors);
+        Ok(Windows { data, spans, owned })
     }
 
     /// A subquery: the inner expression at each step of its range, the steps aligned to

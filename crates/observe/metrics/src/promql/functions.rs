@@ -6,22 +6,10 @@
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
 use super::QueryError;
-use super::eval::{Evaluator, Val, matchers_of, to_ms};
+use super::eval::{Evaluator, Val, Windows, matchers_of, to_ms};
 use crate::labels::{Labels, METRIC_NAME, MatchKind};
-use crate::storage::Series;
-
-/// Kahan-compensated addition, as Prometheus' `kahanSumInc`.
-pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+use crate::storage::rollup::Summary;
+pub(crate) use crate::storage::rollup::kahan_inc;
 
 fn arg(call: &Call, i: usize) -> Result<&Expr, QueryError> {
     call.args.args.get(i).map(|b| b.as_ref()).ok_or_else(|| {
@@ -73,7 +61,7 @@ fn vector_arg(
 
 /// A range argument: its series, and the range's edges (for extrapolation).
 struct RangeArg {
-    series: Vec<Series>,
+    series: Windows,
     start: i64,
     end: i64,
     range_ms: i64,
@@ -95,9 +83,17 @@ fn range_arg(ev: &Evaluator<'_>, call: &Call, i: usize, t: i64) -> Result<RangeA
             )));
         }
     };
+    if let Expr::MatrixSelector(ms) = e {
+        return Ok(RangeArg {
+            series: ev.range_windows(&ms.vs, range_ms, t)?,
+            start: te - range_ms,
+            end: te,
+            range_ms,
+        });
+    }
     match ev.eval(e, t)? {
         Val::Matrix(series) => Ok(RangeArg {
-            series,
+            series: Windows::owned(series),
             start: te - range_ms,
             end: te,
             range_ms,
@@ -156,6 +152,9 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
                 .collect(),
         ))
     };
+    if let Some(v) = from_rollups(ev, call, t) {
+        return Ok(v);
+    }
     match name {
         "rate" | "increase" | "delta" => {
             let r = range_arg(ev, call, 0, t)?;
@@ -167,9 +166,9 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
             Ok(Val::Vector(
                 r.series
                     .iter()
-                    .filter_map(|s| {
-                        extrapolated_rate(&s.samples, r.start, r.end, r.range_ms, counter, rate)
-                            .map(|v| (s.labels.without_name(), v))
+                    .filter_map(|(labels, samples)| {
+                        extrapolated_rate(samples, r.start, r.end, r.range_ms, counter, rate)
+                            .map(|v| (labels.without_name(), v))
                     })
                     .collect(),
             ))
@@ -179,9 +178,8 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
             Ok(Val::Vector(
                 r.series
                     .iter()
-                    .filter_map(|s| {
-                        instant_value(&s.samples, name == "irate")
-                            .map(|v| (s.labels.without_name(), v))
+                    .filter_map(|(labels, samples)| {
+                        instant_value(samples, name == "irate").map(|v| (labels.without_name(), v))
                     })
                     .collect(),
             ))
@@ -191,10 +189,10 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
             Ok(Val::Vector(
                 r.series
                     .iter()
-                    .filter(|s| s.samples.len() >= 2)
-                    .map(|s| {
-                        let (slope, _) = linear_regression(&s.samples, s.samples[0].0);
-                        (s.labels.without_name(), slope)
+                    .filter(|(_, samples)| samples.len() >= 2)
+                    .map(|(labels, samples)| {
+                        let (slope, _) = linear_regression(samples, samples[0].0);
+                        (labels.without_name(), slope)
                     })
                     .collect(),
             ))
@@ -205,10 +203,10 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
             Ok(Val::Vector(
                 r.series
                     .iter()
-                    .filter(|s| s.samples.len() >= 2)
-                    .map(|s| {
-                        let (slope, intercept) = linear_regression(&s.samples, r.end);
-                        (s.labels.without_name(), slope * ahead + intercept)
+                    .filter(|(_, samples)| samples.len() >= 2)
+                    .map(|(labels, samples)| {
+                        let (slope, intercept) = linear_regression(samples, r.end);
+                        (labels.without_name(), slope * ahead + intercept)
                     })
                     .collect(),
             ))
@@ -221,13 +219,13 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
             Ok(Val::Vector(
                 r.series
                     .iter()
-                    .map(|s| {
+                    .map(|(labels, samples)| {
                         let labels = if keep_name {
-                            s.labels.clone()
+                            labels.clone()
                         } else {
-                            s.labels.without_name()
+                            labels.without_name()
                         };
-                        (labels, over_time(name, &s.samples))
+                        (labels, over_time(name, samples))
                     })
                     .collect(),
             ))
@@ -238,9 +236,9 @@ pub(crate) fn call(ev: &Evaluator<'_>, call: &Call, t: i64) -> Result<Val, Query
             Ok(Val::Vector(
                 r.series
                     .iter()
-                    .map(|s| {
-                        let values: Vec<f64> = s.samples.iter().map(|(_, v)| *v).collect();
-                        (s.labels.without_name(), quantile(q, values))
+                    .map(|(labels, samples)| {
+                        let values: Vec<f64> = samples.iter().map(|(_, v)| *v).collect();
+                        (labels.without_name(), quantile(q, values))
                     })
                     .collect(),
             ))
@@ -455,6 +453,47 @@ fn date_part(part: &str, seconds: f64) -> f64 {
     })
 }
 
+/// A function over a long range selector answered from the store's rollups, when it keeps
+/// them (see [`Evaluator::summaries`]); None to read the samples.
+fn from_rollups(ev: &Evaluator<'_>, call: &Call, t: i64) -> Option<Val> {
+    let name = call.func.name;
+    let keep_name = name == "last_over_time";
+    let value: fn(&Summary, i64, i64, i64) -> Option<f64> = match name {
+        "rate" => |s, a, b, r| extrapolate(s, a, b, r, true, true),
+        "increase" => |s, a, b, r| extrapolate(s, a, b, r, true, false),
+        "delta" => |s, a, b, r| extrapolate(s, a, b, r, false, false),
+        "sum_over_time" => |s, _, _, _| Some(s.total()),
+        "count_over_time" => |s, _, _, _| Some(s.count as f64),
+        "avg_over_time" => |s, _, _, _| Some(s.total() / s.count as f64),
+        "min_over_time" => |s, _, _, _| Some(s.min),
+        "max_over_time" => |s, _, _, _| Some(s.max),
+        "last_over_time" => |s, _, _, _| Some(s.last.1),
+        "present_over_time" => |_, _, _, _| Some(1.0),
+        _ => return None,
+    };
+    let Some(Expr::MatrixSelector(ms)) = call.args.args.first().map(|b| b.as_ref()) else {
+        return None;
+    };
+    let range = to_ms(ms.range);
+    let rows = ev.summaries(&ms.vs, range, t)?;
+    let end = ev.selector_time(&ms.vs.at, &ms.vs.offset, t);
+    Some(Val::Vector(
+        rows.into_iter()
+            .filter_map(|(labels, s)| {
+                let v = value(&s, end - range, end, range)?;
+                Some((
+                    if keep_name {
+                        labels
+                    } else {
+                        labels.without_name()
+                    },
+                    v,
+                ))
+            })
+            .collect(),
+    ))
+}
+
 /// `rate`, `increase` and `delta` over one series' samples in `[start, end]`.
 pub(crate) fn extrapolated_rate(
     samples: &[(i64, f64)],
@@ -467,22 +506,47 @@ pub(crate) fn extrapolated_rate(
     if samples.len() < 2 {
         return None;
     }
-    let (first_t, first_v) = samples[0];
-    let (last_t, last_v) = samples[samples.len() - 1];
-    let mut result = last_v - first_v;
+    let mut correction = 0.0;
     if counter {
-        let mut prev = first_v;
+        let mut prev = samples[0].1;
         for &(_, v) in &samples[1..] {
             if v < prev {
-                result += prev;
+                correction += prev;
             }
             prev = v;
         }
     }
+    let span = Summary::span(
+        samples[0],
+        samples[samples.len() - 1],
+        samples.len() as u64,
+        correction,
+    );
+    extrapolate(&span, start, end, range_ms, counter, rate)
+}
+
+/// `rate`, `increase` and `delta` from a range's first and last sample, its sample count and
+/// its counter resets, extrapolated to the range's edges as Prometheus 2 does.
+fn extrapolate(
+    s: &Summary,
+    start: i64,
+    end: i64,
+    range_ms: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
+    if s.count < 2 {
+        return None;
+    }
+    let ((first_t, first_v), (last_t, last_v)) = (s.first, s.last);
+    let mut result = last_v - first_v;
+    if counter {
+        result += s.correction;
+    }
     let mut to_start = (first_t - start) as f64 / 1000.0;
     let to_end = (end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
-    let average = sampled / (samples.len() - 1) as f64;
+    let average = sampled / (s.count - 1) as f64;
     if counter && result > 0.0 && first_v >= 0.0 {
         // A counter is never extrapolated below zero.
         let to_zero = sampled * (first_v / result);

@@ -3,6 +3,10 @@
 //! in `chunks.bin`; `meta.json` says the range. A block is written to a temporary directory
 //! and renamed into place, so it is whole or absent. Nothing of a block stays in memory but
 //! its range: its index is read when a query needs it (and a few are cached).
+//!
+//! `rollups.bin` holds each series' five-minute [rollups](super::rollup): a table of where
+//! each series' record is (in `series.bin`'s order), then the records. A block written before
+//! rollups existed has none; queries then fold its raw samples.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -13,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::bytes::Reader;
 use super::chunk::Chunk;
+use super::rollup::{self, Summary};
 use crate::labels::Labels;
 
 const MAGIC: &[u8; 4] = b"SWB1";
+const ROLLUP_MAGIC: &[u8; 4] = b"SWR1";
 
 /// What `meta.json` says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +49,8 @@ pub(crate) struct ChunkRef {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     pub(crate) series: Vec<(Labels, Vec<ChunkRef>)>,
+    /// Where each series' rollups are in `rollups.bin` (empty when the block has none).
+    rollups: Vec<(u64, u32)>,
 }
 
 /// A block on disk.
@@ -106,6 +114,7 @@ pub(crate) fn write(
     let crc = crc32fast::hash(&index);
     index.extend_from_slice(&crc.to_le_bytes());
     chunks_file.sync_all()?;
+    write_rollups(&tmp, &non_empty)?;
     let mut f = File::create(tmp.join("series.bin"))?;
     f.write_all(&index)?;
     f.sync_all()?;
@@ -123,6 +132,53 @@ pub(crate) fn write(
     std::fs::rename(&tmp, &dir)?;
     File::open(parent)?.sync_all()?;
     Ok(Some(Block { dir, meta }))
+}
+
+/// `rollups.bin`: the table (offset, length per series), its CRC, then each series' record.
+fn write_rollups(dir: &Path, series: &[&(Labels, Vec<Chunk>)]) -> std::io::Result<()> {
+    let records: Vec<Vec<u8>> = series
+        .iter()
+        .map(|(_, chunks)| rollup::encode(&rollup::buckets(chunks.iter().flat_map(Chunk::iter))))
+        .collect();
+    let mut table = Vec::with_capacity(8 + records.len() * 12 + 4);
+    table.extend_from_slice(ROLLUP_MAGIC);
+    put_u32(&mut table, records.len());
+    let mut offset = (8 + records.len() * 12 + 4) as u64;
+    for r in &records {
+        table.extend_from_slice(&offset.to_le_bytes());
+        put_u32(&mut table, r.len());
+        offset += r.len() as u64;
+    }
+    let crc = crc32fast::hash(&table);
+    table.extend_from_slice(&crc.to_le_bytes());
+    let mut f = std::io::BufWriter::new(File::create(dir.join("rollups.bin"))?);
+    f.write_all(&table)?;
+    for r in &records {
+        f.write_all(r)?;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// The table of `rollups.bin` (empty when there is none or it is damaged).
+fn read_rollup_table(dir: &Path) -> Vec<(u64, u32)> {
+    let Ok(file) = File::open(dir.join("rollups.bin")) else {
+        return Vec::new();
+    };
+    let mut head = [0u8; 8];
+    if file.read_exact_at(&mut head, 0).is_err() || &head[..4] != ROLLUP_MAGIC {
+        return Vec::new();
+    }
+    let n = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let mut table = vec![0u8; 8 + n * 12 + 4];
+    if file.read_exact_at(&mut table, 0).is_err() {
+        return Vec::new();
+    }
+    let (body, crc) = table.split_at(table.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Vec::new();
+    }
+    let mut r = Reader(&body[8..]);
+    (0..n).map_while(|_| Some((r.u64()?, r.u32()?))).collect()
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
@@ -193,7 +249,11 @@ impl Block {
             }
             series.push((Labels::from_pairs(pairs), chunks));
         }
-        Ok(Index { series })
+        let mut rollups = read_rollup_table(&self.dir);
+        if rollups.len() != series.len() {
+            rollups.clear();
+        }
+        Ok(Index { series, rollups })
     }
 
     /// Reads one chunk.
@@ -205,6 +265,25 @@ impl Block {
         })
     }
 
+    /// The rollups of the `i`th series of `index`, read from `file` (`rollups.bin`); None
+    /// when the block has none (or they are damaged): then fold its chunks.
+    pub(crate) fn rollups(
+        &self,
+        file: &File,
+        index: &Index,
+        i: usize,
+    ) -> Option<Vec<(i64, Summary)>> {
+        let (offset, len) = *index.rollups.get(i)?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        rollup::decode(&buf)
+    }
+
+    /// Opens its rollups file, if it has one.
+    pub(crate) fn rollups_file(&self) -> Option<File> {
+        File::open(self.dir.join("rollups.bin")).ok()
+    }
+
     /// Opens its chunks file.
     pub(crate) fn chunks_file(&self) -> std::io::Result<File> {
         File::open(self.dir.join("chunks.bin"))
@@ -212,7 +291,7 @@ impl Block {
 
     /// Bytes on disk.
     pub(crate) fn size(&self) -> u64 {
-        ["chunks.bin", "series.bin", "meta.json"]
+        ["chunks.bin", "series.bin", "rollups.bin", "meta.json"]
             .iter()
             .filter_map(|f| std::fs::metadata(self.dir.join(f)).ok())
             .map(|m| m.len())

@@ -6,6 +6,7 @@
 mod block;
 mod bytes;
 pub mod chunk;
+pub mod rollup;
 pub mod tsdb;
 mod wal;
 
@@ -39,6 +40,17 @@ pub trait Queryable: Send + Sync {
             .into_iter()
             .map(|s| s.labels)
             .collect()
+    }
+
+    /// Summaries of the series matching `matchers` over ranges inside `[start, end]`, when
+    /// the store keeps [rollups](rollup) (a store without answers None: fold raw samples).
+    fn summaries(
+        &self,
+        _matchers: &[Matcher],
+        _start: i64,
+        _end: i64,
+    ) -> Option<Box<dyn rollup::Summaries + '_>> {
+        None
     }
 }
 

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::block::{self, Block, Index};
+use super::block::{self, Block, ChunkRef, Index};
 use super::chunk::Chunk;
+use super::rollup::{self, BUCKET_MS, Summaries, Summary};
 use super::wal::{Record, Wal};
 use super::{Appender, Queryable, Sample, Series, Tap};
 use crate::labels::{Labels, MatchKind, Matcher, matches_all};
@@ -591,6 +592,202 @@ impl Queryable for Tsdb {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
     }
+
+    fn summaries(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Option<Box<dyn Summaries + '_>> {
+        Some(Box::new(self.summaries_view(matchers, start, end)))
+    }
+}
+
+impl Tsdb {
+    /// The summaries reader behind [`Queryable::summaries`].
+    fn summaries_view(&self, matchers: &[Matcher], start: i64, end: i64) -> TsdbSummaries {
+        let mut found: HashMap<Labels, ViewSeries> = HashMap::new();
+        // The head's samples and the blocks before it, at one instant (a cut moves samples
+        // from the head into a block under the head's lock).
+        let (split, blocks) = {
+            let Ok(head) = self.head.read() else {
+                return TsdbSummaries::default();
+            };
+            for id in head.candidates(matchers) {
+                let s = &head.series[id as usize];
+                if !matches_all(matchers, &s.labels) {
+                    continue;
+                }
+                let mut samples = Vec::new();
+                s.samples_in(start, end, &mut samples);
+                if !samples.is_empty() {
+                    found.entry(s.labels.clone()).or_default().head = samples;
+                }
+            }
+            let split = head.min_time.unwrap_or(i64::MAX);
+            let blocks: Vec<Block> = self
+                .blocks
+                .read()
+                .map(|b| {
+                    b.iter()
+                        .filter(|b| {
+                            b.meta.max_time >= start
+                                && b.meta.min_time <= end
+                                && b.meta.min_time < split
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            (split, blocks)
+        };
+        let mut files = Vec::new();
+        for b in blocks {
+            let (Ok(index), Ok(file)) = (self.index(&b), b.chunks_file()) else {
+                tracing_warn(&b.dir);
+                continue;
+            };
+            let rollups = b.rollups_file();
+            let at = files.len();
+            for (i, (labels, chunks)) in index.series.iter().enumerate() {
+                if !matches_all(matchers, labels) {
+                    continue;
+                }
+                let wanted: Vec<&ChunkRef> = chunks
+                    .iter()
+                    .filter(|r| r.max_time >= start && r.min_time <= end)
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let buckets = rollups
+                    .as_ref()
+                    .and_then(|f| b.rollups(f, &index, i))
+                    .unwrap_or_else(|| {
+                        // A block without rollups: fold its samples.
+                        let samples = wanted
+                            .iter()
+                            .filter_map(|r| b.chunk(&file, r).ok())
+                            .flat_map(|c| c.iter().collect::<Vec<_>>());
+                        rollup::buckets(samples)
+                    });
+                let s = found.entry(labels.clone()).or_default();
+                rollup::extend(
+                    &mut s.buckets,
+                    buckets
+                        .into_iter()
+                        .filter(|(k, _)| (k + 1) * BUCKET_MS >= start && k * BUCKET_MS < end)
+                        .collect(),
+                );
+                s.raw.extend(wanted.into_iter().map(|r| (at, r.clone())));
+            }
+            files.push((b, file));
+        }
+        let mut series: Vec<(Labels, ViewSeries)> = found.into_iter().collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        TsdbSummaries {
+            split,
+            blocks: files,
+            series,
+        }
+    }
+}
+
+/// One series in a [`TsdbSummaries`].
+#[derive(Default)]
+struct ViewSeries {
+    /// Its rollups from the blocks, by bucket.
+    buckets: Vec<(i64, Summary)>,
+    /// Its chunks in the blocks (block, chunk), oldest first, for a range's ragged edges.
+    raw: Vec<(usize, ChunkRef)>,
+    /// The last chunks decoded (steps move forward, so their edges reuse them).
+    decoded: VecDeque<(usize, Vec<(i64, f64)>)>,
+    /// Its samples in the head.
+    head: Vec<(i64, f64)>,
+}
+
+/// Summaries over the blocks' rollups (whole buckets), their raw samples at a range's edges,
+/// and the head's samples.
+#[derive(Default)]
+struct TsdbSummaries {
+    /// The head's first sample time: every block sample is older.
+    split: i64,
+    blocks: Vec<(Block, std::fs::File)>,
+    series: Vec<(Labels, ViewSeries)>,
+}
+
+impl ViewSeries {
+    /// The summary of its block samples in `[lo, hi]`, read from the chunks.
+    fn raw(&mut self, blocks: &[(Block, std::fs::File)], lo: i64, hi: i64) -> Option<Summary> {
+        let mut acc = None;
+        if lo > hi {
+            return acc;
+        }
+        for i in 0..self.raw.len() {
+            let (b, r) = &self.raw[i];
+            if r.max_time < lo || r.min_time > hi {
+                continue;
+            }
+            if !self.decoded.iter().any(|(j, _)| *j == i) {
+                let (block, file) = &blocks[*b];
+                let samples = block
+                    .chunk(file, r)
+                    .map(|c| c.iter().collect())
+                    .unwrap_or_default();
+                if self.decoded.len() >= 4 {
+                    self.decoded.pop_front();
+                }
+                self.decoded.push_back((i, samples));
+            }
+            let Some((_, samples)) = self.decoded.iter().find(|(j, _)| *j == i) else {
+                continue;
+            };
+            let from = samples.partition_point(|(t, _)| *t < lo);
+            let to = samples.partition_point(|(t, _)| *t <= hi);
+            rollup::fold(&mut acc, Summary::of(samples[from..to].iter().copied()));
+        }
+        acc
+    }
+}
+
+impl Summaries for TsdbSummaries {
+    fn summarize(&mut self, lo: i64, hi: i64) -> Vec<(Labels, Summary)> {
+        let mut out = Vec::new();
+        let in_blocks = hi.min(self.split.saturating_sub(1));
+        for (labels, s) in &mut self.series {
+            let mut acc: Option<Summary> = None;
+            if lo <= in_blocks {
+                // Whole buckets k, (k·W, (k+1)·W] inside [lo, in_blocks]; raw at the edges.
+                let first = -(-(lo - 1)).div_euclid(BUCKET_MS);
+                let last = in_blocks.div_euclid(BUCKET_MS) - 1;
+                if first <= last {
+                    rollup::fold(&mut acc, s.raw(&self.blocks, lo, first * BUCKET_MS));
+                    let from = s.buckets.partition_point(|(k, _)| *k < first);
+                    for (k, b) in &s.buckets[from..] {
+                        if *k > last {
+                            break;
+                        }
+                        rollup::fold(&mut acc, Some(*b));
+                    }
+                    rollup::fold(
+                        &mut acc,
+                        s.raw(&self.blocks, (last + 1) * BUCKET_MS + 1, in_blocks),
+                    );
+                } else {
+                    rollup::fold(&mut acc, s.raw(&self.blocks, lo, in_blocks));
+                }
+            }
+            if hi >= self.split {
+                let from = s.head.partition_point(|(t, _)| *t < lo.max(self.split));
+                let to = s.head.partition_point(|(t, _)| *t <= hi);
+                rollup::fold(&mut acc, Summary::of(s.head[from..to].iter().copied()));
+            }
+            if let Some(a) = acc {
+                out.push((labels.clone(), a));
+            }
+        }
+        out
+    }
 }
 
 fn tracing_warn(dir: &Path) {
@@ -650,6 +847,137 @@ mod tests {
             db.select(&[Matcher::equal("i", "3")], 0, i64::MAX)
                 .is_empty()
         );
+    }
+
+    /// Long ranges read from rollups answer as the raw samples do: over blocks and the head,
+    /// at times on and off the buckets' edges, with counter resets, NaNs, stale markers and a
+    /// series that stops.
+    #[test]
+    fn long_ranges_from_rollups_answer_as_the_samples() {
+        use crate::promql::{Engine, Value};
+        let dir = tempfile::tempdir().unwrap();
+        let options = TsdbOptions {
+            retention: Duration::from_secs(30 * 86_400),
+            block: Duration::from_secs(3600),
+        };
+        let db = Tsdb::open(dir.path(), options).unwrap();
+        let raw = super::super::MemoryStore::new();
+        let mut seed = 7u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 1000) as f64
+        };
+        let mut counter = [0.0f64; 3];
+        // Six hours of 15 s samples, starting off a bucket's edge.
+        for k in 0..1440i64 {
+            let t = 7_000 + k * 15_000;
+            let mut batch = Vec::new();
+            for (i, c) in counter.iter_mut().enumerate() {
+                *c = if k % 500 == 499 && i == 1 {
+                    3.0
+                } else {
+                    *c + noise()
+                };
+                batch.push((labels(i), t, *c));
+            }
+            let gauge = match k % 97 {
+                13 => f64::NAN,
+                50 if k > 1000 => super::super::stale(),
+                _ => noise() - 500.0,
+            };
+            batch.push((labels(9), t, gauge));
+            if k < 800 {
+                batch.push((labels(10), t, noise()));
+            }
+            for (l, t, v) in &batch {
+                raw.append(l, *t, *v);
+            }
+            db.append_batch(&batch).unwrap();
+            if k % 240 == 0 {
+                db.maintain().unwrap();
+            }
+        }
+        db.maintain().unwrap();
+        assert!(db.stats().blocks >= 3, "{:?}", db.stats());
+        let e = Engine::default();
+        let close = |a: f64, b: f64| {
+            (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+        };
+        let same = |q: &str, ours: Value, theirs: Value| {
+            let rows = |v: Value| -> Vec<(String, Vec<(i64, f64)>)> {
+                match v {
+                    Value::Vector(v) => v
+                        .into_iter()
+                        .map(|(l, x)| (l.to_string(), vec![(0, x)]))
+                        .collect(),
+                    Value::Matrix(m) => m
+                        .into_iter()
+                        .map(|s| (s.labels.to_string(), s.samples))
+                        .collect(),
+                    other => panic!("{other:?}"),
+                }
+            };
+            let (mut a, mut b) = (rows(ours), rows(theirs));
+            a.sort_by(|x, y| x.0.cmp(&y.0));
+            b.sort_by(|x, y| x.0.cmp(&y.0));
+            assert_eq!(
+                a.iter().map(|r| &r.0).collect::<Vec<_>>(),
+                b.iter().map(|r| &r.0).collect::<Vec<_>>(),
+                "{q}"
+            );
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.1.len(), y.1.len(), "{q} {}", x.0);
+                for (p, q2) in x.1.iter().zip(&y.1) {
+                    assert!(
+                        p.0 == q2.0 && close(p.1, q2.1),
+                        "{q} {}: {p:?} vs {q2:?}",
+                        x.0
+                    );
+                }
+            }
+        };
+        let queries = [
+            "sum_over_time(m[2h])",
+            "count_over_time(m[1h])",
+            "avg_over_time(m[3h])",
+            "min_over_time(m[90m])",
+            "max_over_time(m[4h])",
+            "last_over_time(m[2h])",
+            "present_over_time(m[1h])",
+            "rate(m{i=~\"[012]\"}[3h])",
+            "increase(m{i=\"1\"}[5h])",
+            "delta(m{i=\"9\"}[2h])",
+            "sum(rate(m{i=~\"[012]\"}[1h] offset 20m))",
+        ];
+        let end = 7_000 + 1439 * 15_000;
+        for q in queries {
+            for t in [
+                end,
+                end - 1,
+                3 * 3_600_000,
+                3 * 3_600_000 + 1,
+                4 * 3_600_000 + 12_345,
+                5_400_000,
+            ] {
+                same(
+                    q,
+                    e.instant(&*db, q, t).unwrap(),
+                    e.instant(&raw, q, t).unwrap(),
+                );
+            }
+            for (start, step) in [(3_600_000, 300_000), (3_700_001, 61_000), (0, 900_000)] {
+                same(
+                    q,
+                    Value::Matrix(e.range(&*db, q, start, end, step).unwrap()),
+                    Value::Matrix(e.range(&raw, q, start, end, step).unwrap()),
+                );
+            }
+        }
+        // And they were read from rollups.
+        let view = db.summaries_view(&[Matcher::equal("i", "1")], 0, end);
+        assert!(!view.series[0].1.buckets.is_empty());
     }
 
     #[test]
