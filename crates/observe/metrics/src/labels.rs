@@ -22,7 +22,8 @@ struct Inner {
     hash: OnceLock<u64>,
     /// The same set without `__name__` (what `rate` and arithmetic return), made once: the
     /// steps of a range query ask it of the same sets. At most one more set per series.
-    without_name: OnceLock<Labels>,
+    /// None: the set has no name, and is its own.
+    without_name: OnceLock<Option<Labels>>,
 }
 
 impl PartialEq for Labels {
@@ -133,17 +134,16 @@ impl Labels {
 
     /// The same set without its metric name.
     pub fn without_name(&self) -> Labels {
-        if self.name().is_none() {
-            return self.clone();
-        }
         self.0
             .without_name
             .get_or_init(|| {
+                self.name()?;
                 let mut l = Labels::from_sorted(self.0.pairs.clone());
                 l.remove(METRIC_NAME);
-                l
+                Some(l)
             })
             .clone()
+            .unwrap_or_else(|| self.clone())
     }
 
     /// Only the labels named (`by`, `on`).

@@ -279,6 +279,20 @@ impl Block {
         rollup::decode(&buf)
     }
 
+    /// Appends the samples of one chunk to `out`, decoding them once.
+    pub(crate) fn samples(
+        &self,
+        file: &File,
+        r: &ChunkRef,
+        out: &mut Vec<(i64, f64)>,
+    ) -> std::io::Result<()> {
+        let mut buf = vec![0u8; r.len as usize];
+        file.read_exact_at(&mut buf, r.offset)?;
+        Chunk::decode_into(&buf, out).ok_or_else(|| {
+            std::io::Error::other(format!("a chunk of {} is corrupt", self.dir.display()))
+        })
+    }
+
     /// Opens its rollups file, if it has one.
     pub(crate) fn rollups_file(&self) -> Option<File> {
         File::open(self.dir.join("rollups.bin")).ok()

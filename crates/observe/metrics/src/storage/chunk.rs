@@ -103,6 +103,34 @@ impl Chunk {
         })
     }
 
+    /// Decodes the samples of bytes written by [`Chunk::bytes`] onto `out`, straight from
+    /// the bytes (what a query needs of a chunk on disk: no appendable chunk rebuilt, so
+    /// the stream is decoded once). None, with `out` as it was, if they are corrupt.
+    pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
+        let (header, data) = bytes.split_at_checked(HEADER_LEN)?;
+        let &[tag, c0, c1, c2, c3] = header else {
+            return None;
+        };
+        if tag != FORMAT_XOR {
+            return None;
+        }
+        let count = u32::from_be_bytes([c0, c1, c2, c3]);
+        let before = out.len();
+        out.reserve(count as usize);
+        let mut reader = BitReader::new(data);
+        let mut state = State::default();
+        for index in 0..count {
+            match read_sample(&mut reader, &mut state, index) {
+                Some((t, v)) => out.push((t, f64::from_bits(v))),
+                None => {
+                    out.truncate(before);
+                    return None;
+                }
+            }
+        }
+        Some(())
+    }
+
     /// Appends a sample. Returns false (and changes nothing) if `t` is not greater than the last timestamp.
     ///
     /// Also returns false, changing nothing, when the chunk already holds `u32::MAX`
@@ -448,31 +476,22 @@ impl<'a> BitReader<'a> {
         if end.div_ceil(8) > self.bytes.len() {
             return None;
         }
-        // Fast path for wide reads: the (at most 71) bits from the current byte on, in one
-        // load (a bit or a few come from one byte below anyway).
+        if n == 0 {
+            return Some(0);
+        }
+        // The (at most 71) bits from the current byte on, in one load (zeros past the end).
         let first = self.pos / 8;
-        if n > 8
-            && n <= 64
-            && let Some(window) = self.bytes.get(first..first + 16)
-        {
-            let mut buf = [0u8; 16];
-            buf.copy_from_slice(window);
-            let word = u128::from_be_bytes(buf) << (self.pos % 8);
-            self.pos = end;
-            return Some((word >> (128 - n)) as u64);
+        let mut buf = [0u8; 16];
+        match self.bytes.get(first..first + 16) {
+            Some(window) => buf.copy_from_slice(window),
+            None => {
+                let rest = &self.bytes[first.min(self.bytes.len())..];
+                buf[..rest.len()].copy_from_slice(rest);
+            }
         }
-        let mut out = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let byte = u64::from(*self.bytes.get(self.pos / 8)?);
-            let avail = 8 - (self.pos % 8) as u32;
-            let take = avail.min(left);
-            let bits = (byte >> (avail - take)) & ((1u64 << take) - 1);
-            out = (out << take) | bits;
-            self.pos += take as usize;
-            left -= take;
-        }
-        Some(out)
+        let word = u128::from_be_bytes(buf) << (self.pos % 8);
+        self.pos = end;
+        Some((word >> (128 - n)) as u64)
     }
 
     /// Go's `binary.Uvarint`: at most 10 bytes, refusing overflow.

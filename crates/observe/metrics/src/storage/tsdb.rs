@@ -22,8 +22,9 @@ use crate::labels::{Labels, MatchKind, Matcher, matches_all};
 
 /// Samples per head chunk before it is sealed and a new one starts (as Prometheus).
 const CHUNK_SAMPLES: usize = 120;
-/// Block indexes kept in memory for queries.
-const CACHED_INDEXES: usize = 8;
+/// Block indexes kept in memory for queries: a day of two-hour blocks (their label sets are
+/// shared with the head's, so an index costs little more than its chunk references).
+const CACHED_INDEXES: usize = 16;
 
 /// Settings.
 #[derive(Clone, Copy, Debug)]
@@ -454,7 +455,15 @@ impl Tsdb {
         {
             return Ok(i.clone());
         }
-        let index = Arc::new(b.index()?);
+        let mut index = b.index()?;
+        if let Ok(head) = self.head.read() {
+            for (labels, _) in &mut index.series {
+                if let Some((shared, _)) = head.ids.get_key_value(labels) {
+                    *labels = shared.clone();
+                }
+            }
+        }
+        let index = Arc::new(index);
         if let Ok(mut cache) = self.indexes.lock() {
             cache.push_back((b.dir.clone(), index.clone()));
             while cache.len() > CACHED_INDEXES {
@@ -552,6 +561,7 @@ impl Queryable for Tsdb {
                 tracing_warn(&b.dir);
                 continue;
             };
+            let mut edge = Vec::new();
             for (labels, chunks) in &index.series {
                 if !matches_all(matchers, labels) {
                     continue;
@@ -561,8 +571,14 @@ impl Queryable for Tsdb {
                     .iter()
                     .filter(|r| r.max_time >= start && r.min_time <= end)
                 {
-                    if let Ok(c) = b.chunk(&file, r) {
-                        out.extend(c.iter().filter(|(t, _)| *t >= start && *t <= end));
+                    if r.min_time >= start && r.max_time <= end {
+                        let _ = b.samples(&file, r, out);
+                    } else {
+                        // A chunk at the range's edge: only what is inside.
+                        edge.clear();
+                        if b.samples(&file, r, &mut edge).is_ok() {
+                            out.extend(edge.iter().filter(|(t, _)| *t >= start && *t <= end));
+                        }
                     }
                 }
             }
@@ -665,10 +681,10 @@ impl Tsdb {
                     .and_then(|f| b.rollups(f, &index, i))
                     .unwrap_or_else(|| {
                         // A block without rollups: fold its samples.
-                        let samples = wanted
-                            .iter()
-                            .filter_map(|r| b.chunk(&file, r).ok())
-                            .flat_map(|c| c.iter().collect::<Vec<_>>());
+                        let mut samples = Vec::new();
+                        for r in &wanted {
+                            let _ = b.samples(&file, r, &mut samples);
+                        }
                         rollup::buckets(samples)
                     });
                 let s = found.entry(labels.clone()).or_default();
@@ -698,6 +714,9 @@ impl Tsdb {
 struct ViewSeries {
     /// Its rollups from the blocks, by bucket.
     buckets: Vec<(i64, Summary)>,
+    /// A segment tree over `buckets` (leaves from `buckets.len()` on; node `i` merges
+    /// `2i` and `2i + 1`), so a range of buckets is about 2·log₂(n) merges, not n.
+    tree: Vec<Summary>,
     /// Its chunks in the blocks (block, chunk), oldest first, for a range's ragged edges.
     raw: Vec<(usize, ChunkRef)>,
     /// The last chunks decoded (steps move forward, so their edges reuse them).
@@ -717,6 +736,41 @@ struct TsdbSummaries {
 }
 
 impl ViewSeries {
+    /// The merged summary of `buckets[from..to]`.
+    fn buckets_between(&mut self, from: usize, to: usize) -> Option<Summary> {
+        let n = self.buckets.len();
+        if self.tree.len() != 2 * n {
+            let mut tree = vec![Summary::one(0, 0.0); 2 * n];
+            for (i, (_, b)) in self.buckets.iter().enumerate() {
+                tree[n + i] = *b;
+            }
+            for i in (1..n).rev() {
+                let mut merged = tree[2 * i];
+                merged.merge(&tree[2 * i + 1]);
+                tree[i] = merged;
+            }
+            self.tree = tree;
+        }
+        let (mut left, mut right): (Option<Summary>, Option<Summary>) = (None, None);
+        let (mut l, mut r) = (from + n, to + n);
+        while l < r {
+            if l & 1 == 1 {
+                rollup::fold(&mut left, Some(self.tree[l]));
+                l += 1;
+            }
+            if r & 1 == 1 {
+                r -= 1;
+                let mut node = Some(self.tree[r]);
+                rollup::fold(&mut node, right);
+                right = node;
+            }
+            l >>= 1;
+            r >>= 1;
+        }
+        rollup::fold(&mut left, right);
+        left
+    }
+
     /// The summary of its block samples in `[lo, hi]`, read from the chunks.
     fn raw(&mut self, blocks: &[(Block, std::fs::File)], lo: i64, hi: i64) -> Option<Summary> {
         let mut acc = None;
@@ -730,10 +784,10 @@ impl ViewSeries {
             }
             if !self.decoded.iter().any(|(j, _)| *j == i) {
                 let (block, file) = &blocks[*b];
-                let samples = block
-                    .chunk(file, r)
-                    .map(|c| c.iter().collect())
-                    .unwrap_or_default();
+                let mut samples = Vec::new();
+                if block.samples(file, r, &mut samples).is_err() {
+                    tracing_warn(&block.dir);
+                }
                 if self.decoded.len() >= 4 {
                     self.decoded.pop_front();
                 }
@@ -763,11 +817,10 @@ impl Summaries for TsdbSummaries {
                 if first <= last {
                     rollup::fold(&mut acc, s.raw(&self.blocks, lo, first * BUCKET_MS));
                     let from = s.buckets.partition_point(|(k, _)| *k < first);
-                    for (k, b) in &s.buckets[from..] {
-                        if *k > last {
-                            break;
-                        }
-                        rollup::fold(&mut acc, Some(*b));
+                    let to = s.buckets.partition_point(|(k, _)| *k <= last);
+                    if from < to {
+                        let whole = s.buckets_between(from, to);
+                        rollup::fold(&mut acc, whole);
                     }
                     rollup::fold(
                         &mut acc,
