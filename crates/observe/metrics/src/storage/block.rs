@@ -256,15 +256,6 @@ impl Block {
         Ok(Index { series, rollups })
     }
 
-    /// Reads one chunk.
-    pub(crate) fn chunk(&self, file: &File, r: &ChunkRef) -> std::io::Result<Chunk> {
-        let mut buf = vec![0u8; r.len as usize];
-        file.read_exact_at(&mut buf, r.offset)?;
-        Chunk::from_bytes(&buf).ok_or_else(|| {
-            std::io::Error::other(format!("a chunk of {} is corrupt", self.dir.display()))
-        })
-    }
-
     /// The rollups of the `i`th series of `index`, read from `file` (`rollups.bin`); None
     /// when the block has none (or they are damaged): then fold its chunks.
     pub(crate) fn rollups(

@@ -313,10 +313,9 @@ fn write_dod(w: &mut BitWriter, dod: i64) {
 }
 
 fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
-    let mut ones = 0;
-    while ones < 4 && r.read_bit()? {
-        ones += 1;
-    }
+    // The prefix (up to four ones, ended by a zero unless there are four) in one look.
+    let ones = r.peek().leading_ones().min(4);
+    r.skip(if ones == 4 { 4 } else { ones + 1 })?;
     let size = match ones {
         0 => return Some(0),
         1 => 14,
@@ -361,18 +360,23 @@ fn write_value(w: &mut BitWriter, window: &mut Option<Window>, prev: u64, v: u64
 }
 
 fn read_value(r: &mut BitReader<'_>, window: &mut Option<Window>, prev: u64) -> Option<u64> {
-    if !r.read_bit()? {
+    // The control bits (and a new window's 11 bits) in one look.
+    let head = r.peek();
+    if head >> 63 == 0 {
+        r.skip(1)?;
         return Some(prev);
     }
-    let win = if r.read_bit()? {
-        let leading = r.read_bits(5)? as u32;
-        let meaningful = match r.read_bits(6)? as u32 {
+    let win = if (head >> 62) & 1 == 1 {
+        r.skip(13)?;
+        let leading = ((head >> 57) & 31) as u32;
+        let meaningful = match ((head >> 51) & 63) as u32 {
             0 => 64,
             n => n,
         };
         let trailing = 64u32.checked_sub(leading + meaningful)?;
         Window { leading, trailing }
     } else {
+        r.skip(2)?;
         (*window)?
     };
     let xor = r.read_bits(win.meaningful())? << win.trailing;
@@ -465,21 +469,20 @@ impl<'a> BitReader<'a> {
         BitReader { bytes, pos: 0 }
     }
 
-    fn read_bit(&mut self) -> Option<bool> {
-        self.read_bits(1).map(|b| b == 1)
-    }
-
     /// Reads `n` (at most 64) bits, most significant first. None, reading nothing, if
     /// fewer are left.
     fn read_bits(&mut self, n: u32) -> Option<u64> {
-        let end = self.pos.checked_add(n as usize)?;
-        if end.div_ceil(8) > self.bytes.len() {
-            return None;
-        }
         if n == 0 {
             return Some(0);
         }
-        // The (at most 71) bits from the current byte on, in one load (zeros past the end).
+        let word = self.peek();
+        self.skip(n)?;
+        Some(word >> (64 - n))
+    }
+
+    /// The next 64 bits (zeros past the end), without reading them: the (at most 71) bits
+    /// from the current byte on, in one load.
+    fn peek(&self) -> u64 {
         let first = self.pos / 8;
         let mut buf = [0u8; 16];
         match self.bytes.get(first..first + 16) {
@@ -489,9 +492,17 @@ impl<'a> BitReader<'a> {
                 buf[..rest.len()].copy_from_slice(rest);
             }
         }
-        let word = u128::from_be_bytes(buf) << (self.pos % 8);
+        ((u128::from_be_bytes(buf) << (self.pos % 8)) >> 64) as u64
+    }
+
+    /// Moves past `n` bits; None, moving nothing, if fewer are left.
+    fn skip(&mut self, n: u32) -> Option<()> {
+        let end = self.pos.checked_add(n as usize)?;
+        if end.div_ceil(8) > self.bytes.len() {
+            return None;
+        }
         self.pos = end;
-        Some((word >> (128 - n)) as u64)
+        Some(())
     }
 
     /// Go's `binary.Uvarint`: at most 10 bytes, refusing overflow.
