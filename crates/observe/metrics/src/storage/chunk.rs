@@ -313,9 +313,10 @@ fn write_dod(w: &mut BitWriter, dod: i64) {
 }
 
 fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
-    // The prefix (up to four ones, ended by a zero unless there are four) in one look.
-    let ones = r.peek().leading_ones().min(4);
-    r.skip(if ones == 4 { 4 } else { ones + 1 })?;
+    let mut ones = 0;
+    while ones < 4 && r.read_bit()? {
+        ones += 1;
+    }
     let size = match ones {
         0 => return Some(0),
         1 => 14,
@@ -360,23 +361,18 @@ fn write_value(w: &mut BitWriter, window: &mut Option<Window>, prev: u64, v: u64
 }
 
 fn read_value(r: &mut BitReader<'_>, window: &mut Option<Window>, prev: u64) -> Option<u64> {
-    // The control bits (and a new window's 11 bits) in one look.
-    let head = r.peek();
-    if head >> 63 == 0 {
-        r.skip(1)?;
+    if !r.read_bit()? {
         return Some(prev);
     }
-    let win = if (head >> 62) & 1 == 1 {
-        r.skip(13)?;
-        let leading = ((head >> 57) & 31) as u32;
-        let meaningful = match ((head >> 51) & 63) as u32 {
+    let win = if r.read_bit()? {
+        let leading = r.read_bits(5)? as u32;
+        let meaningful = match r.read_bits(6)? as u32 {
             0 => 64,
             n => n,
         };
         let trailing = 64u32.checked_sub(leading + meaningful)?;
         Window { leading, trailing }
     } else {
-        r.skip(2)?;
         (*window)?
     };
     let xor = r.read_bits(win.meaningful())? << win.trailing;
@@ -469,40 +465,42 @@ impl<'a> BitReader<'a> {
         BitReader { bytes, pos: 0 }
     }
 
+    fn read_bit(&mut self) -> Option<bool> {
+        self.read_bits(1).map(|b| b == 1)
+    }
+
     /// Reads `n` (at most 64) bits, most significant first. None, reading nothing, if
     /// fewer are left.
     fn read_bits(&mut self, n: u32) -> Option<u64> {
-        if n == 0 {
-            return Some(0);
-        }
-        let word = self.peek();
-        self.skip(n)?;
-        Some(word >> (64 - n))
-    }
-
-    /// The next 64 bits (zeros past the end), without reading them: the (at most 71) bits
-    /// from the current byte on, in one load.
-    fn peek(&self) -> u64 {
-        let first = self.pos / 8;
-        let mut buf = [0u8; 16];
-        match self.bytes.get(first..first + 16) {
-            Some(window) => buf.copy_from_slice(window),
-            None => {
-                let rest = &self.bytes[first.min(self.bytes.len())..];
-                buf[..rest.len()].copy_from_slice(rest);
-            }
-        }
-        ((u128::from_be_bytes(buf) << (self.pos % 8)) >> 64) as u64
-    }
-
-    /// Moves past `n` bits; None, moving nothing, if fewer are left.
-    fn skip(&mut self, n: u32) -> Option<()> {
         let end = self.pos.checked_add(n as usize)?;
         if end.div_ceil(8) > self.bytes.len() {
             return None;
         }
-        self.pos = end;
-        Some(())
+        // Fast path for wide reads: the (at most 71) bits from the current byte on, in one
+        // load (a bit or a few come from one byte below anyway).
+        let first = self.pos / 8;
+        if n > 8
+            && n <= 64
+            && let Some(window) = self.bytes.get(first..first + 16)
+        {
+            let mut buf = [0u8; 16];
+            buf.copy_from_slice(window);
+            let word = u128::from_be_bytes(buf) << (self.pos % 8);
+            self.pos = end;
+            return Some((word >> (128 - n)) as u64);
+        }
+        let mut out = 0u64;
+        let mut left = n;
+        while left > 0 {
+            let byte = u64::from(*self.bytes.get(self.pos / 8)?);
+            let avail = 8 - (self.pos % 8) as u32;
+            let take = avail.min(left);
+            let bits = (byte >> (avail - take)) & ((1u64 << take) - 1);
+            out = (out << take) | bits;
+            self.pos += take as usize;
+            left -= take;
+        }
+        Some(out)
     }
 
     /// Go's `binary.Uvarint`: at most 10 bytes, refusing overflow.
