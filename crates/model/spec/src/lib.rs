@@ -24,6 +24,7 @@ pub mod plan;
 pub mod promql;
 pub mod resolve;
 pub mod rulefile;
+pub mod template;
 pub mod units;
 
 mod check;

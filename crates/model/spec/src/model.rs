@@ -80,9 +80,9 @@ pub struct Config {
     pub database: Option<Database>,
     /// The delivery pipeline: stages, jobs and steps.
     pub pipeline: Option<Pipeline>,
-    /// Alert rules.
+    /// Alert rules, by name.
     #[serde(default)]
-    pub alerts: Vec<Alert>,
+    pub alerts: IndexMap<String, Alert>,
     /// Service level objectives with error budgets.
     #[serde(default)]
     pub slos: Vec<Slo>,
@@ -855,63 +855,89 @@ pub struct GitWatch {
     pub interval: Option<Duration>,
 }
 
-/// Alert severities.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+/// Alert severities, as seed 000 grades them: P1 pages now (< 15 min), P2 pages (< 1 h), P3
+/// tells the team (< 4 h), P4 makes a ticket (next business day).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum Severity {
-    /// Page someone now.
-    Critical,
-    /// Look soon.
+    /// Critical: page on-call, all hands.
+    #[serde(alias = "p1")]
+    P1,
+    /// High: page on-call.
+    #[serde(alias = "p2")]
+    P2,
+    /// Medium: notify the team's channel.
     #[default]
-    Warning,
-    /// For the record.
-    Info,
+    #[serde(alias = "p3")]
+    P3,
+    /// Low: a ticket for the next business day.
+    #[serde(alias = "p4")]
+    P4,
 }
 
-/// Comparison operators of alert rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum Op {
-    /// Greater than.
-    #[serde(rename = ">")]
-    Gt,
-    /// Greater than or equal.
-    #[serde(rename = ">=")]
-    Ge,
-    /// Less than.
-    #[serde(rename = "<")]
-    Lt,
-    /// Less than or equal.
-    #[serde(rename = "<=")]
-    Le,
+impl Severity {
+    /// `P1`…`P4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+            Severity::P4 => "P4",
+        }
+    }
 }
 
-/// `[[alerts]]`.
+/// What must hold before a firing alert resolves (hysteresis).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Recover {
+    /// A recovery threshold for an `expr` of the form `A > N` (or `<`, `>=`, `<=`): the alert
+    /// resolves only once `A` is back past this value.
+    Threshold(f64),
+    /// An expression: the alert resolves only once it returns a sample for the alert's
+    /// labels.
+    Expr(String),
+}
+
+/// `[alerts.NAME]`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
-    /// Unique name.
-    pub name: String,
-    /// A metric expression, as an alternative to `metric` + `op` + `threshold`.
-    pub expr: Option<String>,
-    /// Metric name (`error_rate`, `p95_latency`, `cpu`, `rss`, …).
-    pub metric: Option<String>,
-    /// Service the metric is about.
-    pub service: Option<String>,
-    /// Comparison.
-    pub op: Option<Op>,
-    /// Threshold the metric is compared with.
-    pub threshold: Option<f64>,
+    /// The condition, in PromQL: every series it returns is a firing (or pending) alert.
+    pub expr: String,
     /// How long the condition must hold before the alert fires (default 0s).
     #[serde(rename = "for")]
     pub for_: Option<Duration>,
-    /// Severity (default warning).
+    /// How long it keeps firing once the condition is gone (default 0s).
+    pub keep_firing_for: Option<Duration>,
+    /// Hysteresis: a recovery threshold or expression that must hold before it resolves.
+    pub recover: Option<Recover>,
+    /// P1…P4 (default P3).
     pub severity: Option<Severity>,
-    /// Channels notified.
+    /// Channels notified (default: every channel that takes its severity).
     #[serde(default)]
     pub channels: Vec<String>,
-    /// Text of the notification.
+    /// One line for the notification, a template (`{{ $labels.service }}`, `{{ $value }}`).
     pub summary: Option<String>,
-    /// Extra labels.
+    /// More detail, a template.
+    pub description: Option<String>,
+    /// What to do about it: a URL or a path in the repository.
+    pub runbook: Option<String>,
+    /// A dashboard to look at.
+    pub dashboard: Option<String>,
+    /// Labels added to the alert (templates allowed).
     #[serde(default)]
     pub labels: IndexMap<String, String>,
 }
@@ -982,6 +1008,10 @@ pub enum ChannelKind {
     Pagerduty,
     /// Email over SMTP.
     Email,
+    /// A Telegram bot's messages to a chat.
+    Telegram,
+    /// An existing Alertmanager (`POST /api/v2/alerts`).
+    Alertmanager,
 }
 
 /// `[channels.NAME]`.
@@ -998,6 +1028,12 @@ pub struct Channel {
     /// Recipients (email).
     #[serde(default)]
     pub to: Vec<String>,
+    /// The SMTP server, `host:port` (email; port 465 speaks TLS at once, others STARTTLS).
+    pub smtp: Option<String>,
+    /// The sender (email; default `slipway@HOSTNAME`).
+    pub from: Option<String>,
+    /// The chat messages go to (telegram; the bot token is the `secret`).
+    pub chat: Option<String>,
     /// Only these severities are sent (default all).
     pub severities: Option<Vec<Severity>>,
 }

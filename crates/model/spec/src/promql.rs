@@ -192,6 +192,20 @@ fn tokens(q: &str) -> Vec<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_comparison_with_a_number_gives_its_holding_condition() {
+        let c = threshold_comparison("rate(errors_total[5m]) > 0.05").unwrap();
+        assert!(c.above && !c.inclusive && c.threshold == 0.05);
+        assert_eq!(c.holding(0.02), "(rate(errors_total[5m])) > 0.02");
+        let c = threshold_comparison("(10 >= queue_depth)").unwrap();
+        assert!(!c.above && c.inclusive && c.threshold == 10.0);
+        assert_eq!(c.holding(20.0), "(queue_depth) <= 20");
+        assert!(threshold_comparison("absent(up)").is_none());
+        assert!(threshold_comparison("up > bool 0").is_none());
+        assert!(threshold_comparison("a > b").is_none());
+    }
+
     use super::*;
 
     #[test]
@@ -215,5 +229,81 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         assert!(parse("").is_err());
         assert!(parse("sum by (job) (rate(x[5m]))").is_ok());
+    }
+}
+
+/// An alert condition of the form `A > N` (or `>=`, `<`, `<=`, the number on either side),
+/// which a numeric recovery threshold turns into the condition that keeps it firing.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    /// The side that is not the number.
+    pub value: Expr,
+    /// Whether the alert fires when the value is high (`A > N`, `N < A`).
+    pub above: bool,
+    /// Whether the comparison is inclusive (`>=`, `<=`).
+    pub inclusive: bool,
+    /// The number.
+    pub threshold: f64,
+}
+
+impl Comparison {
+    /// The condition that holds while a firing alert has not recovered: the value still
+    /// past `recover` (`A > 5` with `recover = 3` keeps firing while `A > 3`).
+    pub fn holding(&self, recover: f64) -> String {
+        let op = match (self.above, self.inclusive) {
+            (true, true) => ">=",
+            (true, false) => ">",
+            (false, true) => "<=",
+            (false, false) => "<",
+        };
+        format!("({}) {op} {recover}", self.value)
+    }
+}
+
+/// `expr` as a comparison with a number, if it is one (and it parses).
+pub fn threshold_comparison(expr: &str) -> Option<Comparison> {
+    use promql_parser::parser::token::{T_GTE, T_GTR, T_LSS, T_LTE};
+    let mut e = parse(expr).ok()?;
+    while let Expr::Paren(p) = e {
+        e = *p.expr;
+    }
+    let Expr::Binary(b) = e else {
+        return None;
+    };
+    if b.modifier.as_ref().is_some_and(|m| m.return_bool) {
+        return None;
+    }
+    let id = b.op.id();
+    let (above_if_number_right, inclusive) = match id {
+        T_GTR => (true, false),
+        T_GTE => (true, true),
+        T_LSS => (false, false),
+        T_LTE => (false, true),
+        _ => return None,
+    };
+    let strip = |mut e: Expr| {
+        while let Expr::Paren(p) = e {
+            e = *p.expr;
+        }
+        e
+    };
+    match (strip(*b.lhs.clone()), strip(*b.rhs.clone())) {
+        (value, Expr::NumberLiteral(n)) if !matches!(value, Expr::NumberLiteral(_)) => {
+            Some(Comparison {
+                value,
+                above: above_if_number_right,
+                inclusive,
+                threshold: n.val,
+            })
+        }
+        (Expr::NumberLiteral(n), value) if !matches!(value, Expr::NumberLiteral(_)) => {
+            Some(Comparison {
+                value,
+                above: !above_if_number_right,
+                inclusive,
+                threshold: n.val,
+            })
+        }
+        _ => None,
     }
 }

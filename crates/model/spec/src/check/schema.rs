@@ -304,8 +304,14 @@ impl<'a> SchemaChecker<'a> {
         }
         let expected = join_or(&wanted);
         let found = found_word(node.get_ref());
-        let hint =
-            type_hint(node.get_ref(), options).or_else(|| Some(format!("write {expected} here")));
+        let hint = type_hint(node.get_ref(), options).or_else(|| {
+            Some(match node.get_ref() {
+                DeValue::Array(_) if expected == "a table" => format!(
+                    "`{path}` holds named entries: write `[{path}.NAME]` sections, not `[[{path}]]`"
+                ),
+                _ => format!("write {expected} here"),
+            })
+        });
         self.error(
             node.span(),
             path,

@@ -631,34 +631,46 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     }
 
     fn alerts(&mut self) {
-        let mut names = BTreeSet::new();
         let channels: Vec<&str> = self.config.channels.keys().map(String::as_str).collect();
-        let services: Vec<&str> = self.config.services.keys().map(String::as_str).collect();
-        for (i, alert) in self.config.alerts.iter().enumerate() {
-            let base = KeyPath::root().key("alerts").index(i);
-            if !names.insert(alert.name.clone()) {
-                self.error(
-                    &[base.key("name")],
-                    &base.key("name"),
-                    format!("two alerts are named `{}`", alert.name),
-                    Some("give each alert its own name".into()),
-                );
-            }
-            let structured =
-                alert.metric.is_some() || alert.op.is_some() || alert.threshold.is_some();
-            match (&alert.expr, structured) {
-                (None, false) => self.error_at(&base, format!("alert `{}` has no condition", alert.name), Some("add `expr = \"…\"`, or `metric`, `op` and `threshold`".into())),
-                (Some(_), true) => self.error(&[base.key("expr")], &base, format!("alert `{}` has both `expr` and `metric`/`op`/`threshold`", alert.name), Some("keep one form".into())),
-                (None, true) if alert.metric.is_none() || alert.op.is_none() || alert.threshold.is_none() => self.error_at(&base,
-                    format!("alert `{}` needs all of `metric`, `op` and `threshold`", alert.name),
-                    Some("for example `metric = \"error_rate\"`, `op = \">\"`, `threshold = 0.05`".into()),
-                ),
+        let alerts: Vec<(String, crate::model::Alert)> = self
+            .config
+            .alerts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, alert) in &alerts {
+            let base = KeyPath::root().key("alerts").key(name);
+            self.promql_at(&base.key("expr"), &alert.expr);
+            match &alert.recover {
+                Some(crate::model::Recover::Expr(e)) => self.promql_at(&base.key("recover"), e),
+                Some(crate::model::Recover::Threshold(_))
+                    if crate::promql::threshold_comparison(&alert.expr).is_none()
+                        && crate::promql::parse(&alert.expr).is_ok() =>
+                {
+                    self.error(
+                            &[base.key("recover")],
+                            &base.key("recover"),
+                            format!(
+                                "alert `{name}` has a recovery threshold, but its `expr` is not a comparison with a number"
+                            ),
+                            Some(
+                                "write `expr = \"A > 5\"` with `recover = 3`, or give `recover` an expression"
+                                    .into(),
+                            ),
+                        );
+                }
                 _ => {}
             }
-            if let Some(svc) = &alert.service
-                && !self.config.services.contains_key(svc)
-            {
-                self.unknown_reference(&base.key("service"), "service", svc, &services);
+            for (key, text) in [
+                ("summary", &alert.summary),
+                ("description", &alert.description),
+            ] {
+                if let Some(t) = text {
+                    self.template_at(&base.key(key), t);
+                }
+            }
+            for (k, v) in &alert.labels {
+                self.template_at(&base.key("labels").key(k), v);
             }
             for (j, ch) in alert.channels.iter().enumerate() {
                 if !self.config.channels.contains_key(ch) {
@@ -670,6 +682,25 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     );
                 }
             }
+        }
+    }
+
+    /// A template at `path`: an error points into the string.
+    fn template_at(&mut self, path: &KeyPath, text: &str) {
+        if let Err(e) = crate::template::Template::parse(text) {
+            let span = self.locator.value_span(path).map(|r| {
+                let raw = &self.source.text[r.clone()];
+                let at = r.start + raw_offset(raw, e.offset);
+                at..(at + 1).min(r.end.max(at + 1))
+            });
+            let d = self.source.diagnostic(
+                Level::Error,
+                span.unwrap_or(0..0),
+                path.to_string(),
+                format!("invalid template: {}", e.message),
+                Some(e.hint),
+            );
+            self.out.push(d);
         }
     }
 
@@ -971,7 +1002,11 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             let base = KeyPath::root().key("channels").key(name);
             let needs_url = matches!(
                 channel.kind,
-                ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Pagerduty
+                ChannelKind::Webhook
+                    | ChannelKind::Slack
+                    | ChannelKind::Pagerduty
+                    | ChannelKind::Telegram
+                    | ChannelKind::Alertmanager
             );
             if needs_url && channel.url.is_none() && channel.secret.is_none() {
                 self.error_at(
@@ -988,6 +1023,20 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     &base,
                     format!("email channel `{name}` has no recipients"),
                     Some("add `to = [\"oncall@example.com\"]`".into()),
+                );
+            }
+            if channel.kind == ChannelKind::Email && channel.smtp.is_none() {
+                self.error_at(
+                    &base,
+                    format!("email channel `{name}` has no SMTP server"),
+                    Some("add `smtp = \"smtp.example.com:587\"`".into()),
+                );
+            }
+            if channel.kind == ChannelKind::Telegram && channel.chat.is_none() {
+                self.error_at(
+                    &base,
+                    format!("telegram channel `{name}` has no chat"),
+                    Some("add `chat = \"-1001234567890\"` (the chat id the bot writes to)".into()),
                 );
             }
             if let Some(secret) = &channel.secret
