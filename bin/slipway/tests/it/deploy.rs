@@ -601,8 +601,15 @@ health = { type = "uptime", start_period = "200ms" }
         daemon = project.start();
         let done = wait_idle(&project);
         let outcome = done["outcome"].as_str().unwrap().to_string();
+        // Killed before any traffic moved, the deployment fails with nothing changed (it is
+        // reverted, and says why); later it rolls back or, once committed, succeeds.
+        let interrupted_early = outcome == "failed"
+            && done["switched_ms"].is_null()
+            && done["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("control plane restarted"));
         assert!(
-            outcome == "succeeded" || outcome == "rolled_back",
+            outcome == "succeeded" || outcome == "rolled_back" || interrupted_early,
             "round {round} (killed after {delay:?}): {done:#}"
         );
         *outcomes.entry(outcome).or_default() += 1;

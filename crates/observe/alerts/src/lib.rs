@@ -1,0 +1,8 @@
+//! Alerts: rules written in PromQL ([`rule`]), evaluated against any metrics back-end, each
+//! label set an alert walking the state machine of [`state`] (inactive → pending → firing →
+//! resolved, with `for`, `keep_firing_for` and hysteresis), whose transitions become
+//! notifications.
+
+pub mod eval;
+pub mod rule;
+pub mod state;
