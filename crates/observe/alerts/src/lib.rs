@@ -4,5 +4,6 @@
 //! notifications.
 
 pub mod eval;
+pub mod notify;
 pub mod rule;
 pub mod state;

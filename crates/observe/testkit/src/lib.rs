@@ -160,6 +160,66 @@ impl Prometheus {
     }
 }
 
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) in a folder, killed when dropped.
+pub struct Alertmanager {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with `config` (its YAML), storing in `dir/alertmanager`, and waits
+    /// until it is ready.
+    pub fn start(dir: &Path, config: &str) -> Alertmanager {
+        assert!(
+            Command::new("prometheus-alertmanager")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "`prometheus-alertmanager` is not installed: `scripts/test` installs Debian's package"
+        );
+        let file = dir.join("alertmanager.yml");
+        std::fs::write(&file, config).expect("write alertmanager.yml");
+        let port = free_port();
+        let cluster = free_port();
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.join("alertmanager").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--cluster.listen-address=127.0.0.1:{cluster}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("alertmanager starts");
+        let a = Alertmanager {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if get(&format!("{}/-/ready", a.base), &[]).is_some_and(|(s, _)| s == 200) {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// A Prometheus-compatible query API to ask: a base URL and the headers to send.
 pub struct QueryApi<'a> {
     /// `http://host:port`.

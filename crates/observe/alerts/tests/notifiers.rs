@@ -1,0 +1,316 @@
+//! One contract for every channel kind, each against a real local HTTP server standing in for
+//! its endpoint that records what arrives and checks it has the shape the real service
+//! requires; the Alertmanager channel against a real Alertmanager (Debian's
+//! `prometheus-alertmanager`), which must take the alerts and show them with our fingerprints.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use serde_json::Value;
+use slipway_alerts::notify::{
+    AlertItem, Alertmanager, Endpoint, Notification, Notifier, PagerDuty, Slack, Status, Telegram,
+    Webhook,
+};
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(String, Value)>>>,
+    answer: Arc<Mutex<u16>>,
+}
+
+async fn record(State(r): State<Receiver>, uri: Uri, body: String) -> StatusCode {
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    r.got.lock().unwrap().push((uri.path().to_string(), json));
+    StatusCode::from_u16(*r.answer.lock().unwrap()).unwrap()
+}
+
+/// A receiver on loopback answering `status`; its base URL.
+async fn receiver(status: u16) -> (Receiver, String) {
+    let r = Receiver::default();
+    *r.answer.lock().unwrap() = status;
+    let app = Router::new().fallback(record).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (r, base)
+}
+
+fn alert(service: &str, status: Status) -> AlertItem {
+    AlertItem {
+        status,
+        labels: vec![
+            ("alertname".into(), "api_down".into()),
+            ("service".into(), service.into()),
+            ("severity".into(), "P1".into()),
+        ],
+        annotations: vec![
+            (
+                "summary".into(),
+                format!("{service} fails its health checks"),
+            ),
+            (
+                "runbook_url".into(),
+                "https://runbooks.example/api_down".into(),
+            ),
+        ],
+        starts_at: 1_796_000_000_123,
+        ends_at: (status == Status::Resolved).then_some(1_796_000_300_000),
+        generator_url: "http://slipway:7070/alerts/api_down".into(),
+    }
+}
+
+fn notification(status: Status) -> Notification {
+    Notification {
+        id: format!("g1-{}", status.as_str()),
+        group_key: "{}:{alertname=\"api_down\"}".into(),
+        receiver: "oncall".into(),
+        status,
+        group_labels: vec![("alertname".into(), "api_down".into())],
+        common_labels: vec![
+            ("alertname".into(), "api_down".into()),
+            ("severity".into(), "P1".into()),
+        ],
+        common_annotations: vec![],
+        alerts: vec![alert("web", status), alert("api", status)],
+        external_url: "http://slipway:7070".into(),
+        reason: "first notification".into(),
+    }
+}
+
+fn endpoint(base: &str) -> Endpoint {
+    Endpoint {
+        url: base.to_string(),
+        key: Some("KEY-123".into()),
+        chat: Some("-100200300".into()),
+    }
+}
+
+fn make(kind: &str, base: &str) -> Box<dyn Notifier> {
+    match kind {
+        "webhook" => Box::new(Webhook::new(Endpoint {
+            url: format!("{base}/hook"),
+            ..endpoint(base)
+        })),
+        "slack" => Box::new(Slack::new(Endpoint {
+            url: format!("{base}/services/T0/B0/X"),
+            ..endpoint(base)
+        })),
+        "pagerduty" => Box::new(PagerDuty::new(endpoint(base))),
+        "telegram" => Box::new(Telegram::new(endpoint(base))),
+        "alertmanager" => Box::new(Alertmanager::new(endpoint(base))),
+        other => panic!("{other}"),
+    }
+}
+
+const KINDS: [&str; 5] = ["webhook", "slack", "pagerduty", "telegram", "alertmanager"];
+
+fn rfc3339(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.parse::<jiff::Timestamp>().is_ok() || s == "0001-01-01T00:00:00Z")
+}
+
+/// What each kind's endpoint requires of a request.
+fn check(kind: &str, path: &str, body: &Value, status: Status) {
+    let firing = status == Status::Firing;
+    match kind {
+        "webhook" => {
+            assert_eq!(path, "/hook");
+            assert_eq!(body["version"], "4");
+            assert_eq!(body["status"], status.as_str());
+            assert_eq!(body["receiver"], "oncall");
+            assert_eq!(body["groupKey"], "{}:{alertname=\"api_down\"}");
+            assert_eq!(body["groupLabels"]["alertname"], "api_down");
+            let alerts = body["alerts"].as_array().unwrap();
+            assert_eq!(alerts.len(), 2);
+            for a in alerts {
+                assert!(rfc3339(&a["startsAt"]) && rfc3339(&a["endsAt"]), "{a}");
+                assert_eq!(a["endsAt"] == "0001-01-01T00:00:00Z", firing, "{a}");
+                let fp = a["fingerprint"].as_str().unwrap();
+                assert!(fp.len() == 16 && fp.chars().all(|c| c.is_ascii_hexdigit()));
+                assert_eq!(a["labels"]["severity"], "P1");
+            }
+        }
+        "slack" => {
+            assert_eq!(path, "/services/T0/B0/X");
+            let text = body["text"].as_str().unwrap();
+            assert!(
+                text.contains(if firing { "FIRING:2" } else { "RESOLVED" }),
+                "{text}"
+            );
+            let blocks = body["blocks"].as_array().unwrap();
+            assert_eq!(blocks[0]["type"], "header");
+            assert_eq!(blocks[0]["text"]["type"], "plain_text");
+            assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+            assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
+            assert!(
+                body.to_string()
+                    .contains("<https://runbooks.example/api_down|Runbook>")
+            );
+        }
+        "pagerduty" => {
+            assert_eq!(path, "/v2/enqueue");
+            assert_eq!(body["routing_key"], "KEY-123");
+            assert_eq!(
+                body["event_action"],
+                if firing { "trigger" } else { "resolve" }
+            );
+            let dedup = body["dedup_key"].as_str().unwrap();
+            assert!(dedup.len() == 64 && dedup.chars().all(|c| c.is_ascii_hexdigit()));
+            let p = &body["payload"];
+            assert!(p["summary"].as_str().unwrap().chars().count() <= 1024);
+            assert!(
+                ["critical", "error", "warning", "info"].contains(&p["severity"].as_str().unwrap())
+            );
+            assert_eq!(p["severity"], "critical");
+            assert!(p["source"].is_string());
+            assert_eq!(
+                body["links"][0]["href"],
+                "https://runbooks.example/api_down"
+            );
+        }
+        "telegram" => {
+            assert_eq!(path, "/botKEY-123/sendMessage");
+            assert_eq!(body["chat_id"], "-100200300");
+            assert_eq!(body["parse_mode"], "HTML");
+            let text = body["text"].as_str().unwrap();
+            assert!(
+                text.chars().count() <= 4096 && text.starts_with("<b>"),
+                "{text}"
+            );
+        }
+        "alertmanager" => {
+            assert_eq!(path, "/api/v2/alerts");
+            let alerts = body.as_array().unwrap();
+            assert_eq!(alerts.len(), 2);
+            for a in alerts {
+                assert_eq!(a["labels"]["alertname"], "api_down");
+                assert!(rfc3339(&a["startsAt"]));
+                assert_eq!(a.get("endsAt").is_none(), firing, "{a}");
+            }
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_channel_sends_what_its_receiver_requires_and_says_when_to_retry() {
+    for kind in KINDS {
+        let (r, base) = receiver(200).await;
+        let n = make(kind, &base);
+        assert_eq!(n.kind(), kind);
+        for status in [Status::Firing, Status::Resolved] {
+            n.send(&notification(status)).await.unwrap();
+        }
+        let got = r.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2, "{kind}: {got:?}");
+        check(kind, &got[0].0, &got[0].1, Status::Firing);
+        check(kind, &got[1].0, &got[1].1, Status::Resolved);
+        if kind == "pagerduty" {
+            // One incident: trigger and resolve share the dedup key.
+            assert_eq!(got[0].1["dedup_key"], got[1].1["dedup_key"]);
+        }
+
+        // A receiver failing on its side is worth another try; one refusing the request is not.
+        for (answer, retryable) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (400, false),
+            (404, false),
+        ] {
+            *r.answer.lock().unwrap() = answer;
+            let e = n.send(&notification(Status::Firing)).await.unwrap_err();
+            assert_eq!(e.retryable, retryable, "{kind} {answer}: {e}");
+            assert!(e.message.contains(&answer.to_string()), "{kind}: {e}");
+        }
+    }
+    // Nobody there: retry, and the error shows neither the URL nor the key.
+    let port = slipway_metrics_testkit::free_port();
+    for kind in KINDS {
+        let n = make(kind, &format!("http://127.0.0.1:{port}"));
+        let e = n.send(&notification(Status::Firing)).await.unwrap_err();
+        assert!(e.retryable, "{kind}: {e}");
+        assert!(
+            !e.message.contains("KEY-123") && !e.message.contains("127.0.0.1"),
+            "{kind}: {e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_alertmanager_takes_our_alerts_with_our_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    let am = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || {
+            slipway_metrics_testkit::Alertmanager::start(
+                &dir,
+                "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let n = Alertmanager::new(Endpoint {
+        url: am.base.clone(),
+        key: None,
+        chat: None,
+    });
+    let firing = notification(Status::Firing);
+    n.send(&firing).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let r: Value = reqwest::get(format!("{}/api/v2/alerts", am.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r.as_array().is_some_and(|a| a.len() == 2) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "alertmanager shows {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for a in shown.as_array().unwrap() {
+        let ours = firing
+            .alerts
+            .iter()
+            .find(|x| Some(x.label("service").unwrap()) == a["labels"]["service"].as_str())
+            .unwrap();
+        assert_eq!(a["fingerprint"], ours.fingerprint().as_str(), "{a}");
+        assert_eq!(a["status"]["state"], "active");
+        assert_eq!(
+            a["annotations"]["summary"],
+            ours.annotation("summary").unwrap()
+        );
+        assert_eq!(
+            a["startsAt"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_millisecond(),
+            ours.starts_at
+        );
+    }
+    // Resolved: Alertmanager counts them resolved (its `endsAt` is in the past).
+    n.send(&notification(Status::Resolved)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r: Value = reqwest::get(format!("{}/api/v2/alerts?active=true", am.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r.as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alertmanager still shows {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
