@@ -5,5 +5,6 @@
 
 pub mod eval;
 pub mod notify;
+pub mod route;
 pub mod rule;
 pub mod state;

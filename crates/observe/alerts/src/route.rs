@@ -1,0 +1,662 @@
+//! From alert transitions to notifications, as Alertmanager's dispatcher does it and simpler
+//! to configure: each alert goes to its channels; per channel, alerts are grouped by
+//! `group_by` labels (by default `alertname`: a hundred instances breaching one rule are one
+//! notification); a new group waits `group_wait` for its siblings (0 for P1), then notifies;
+//! later changes are batched every `group_interval`; an unchanged firing group is repeated
+//! every `repeat_interval` (P1 every 15 minutes until acknowledged, P4 never).
+//!
+//! Beyond Alertmanager: an alert that resolves and fires again within `repeat_interval` of
+//! its last page does not page again on its own (flapping never pages twice); an
+//! acknowledged group stops repeating until it resolves; a firing P1 alert mutes the lower
+//! alerts of the same service (inhibition); silences mute what their matchers match until
+//! they end. The router is plain data, saved and restored whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use slipway_spec::model::Severity;
+
+use crate::notify::{AlertItem, Notification, Status};
+
+/// How a severity's groups are timed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Wait before a new group's first notification, for its siblings.
+    pub group_wait: Duration,
+    /// Least time between two notifications of a group that changed.
+    pub group_interval: Duration,
+    /// Repeat an unchanged firing group this often (None: never).
+    pub repeat_interval: Option<Duration>,
+}
+
+impl Timing {
+    /// Seed 000's response times as defaults: P1 and P2 go at once, P1 repeats every 15 min
+    /// until acknowledged, P2 every hour, P3 every 4 h, P4 never.
+    pub fn default_for(severity: Severity) -> Timing {
+        let (wait, interval, repeat) = match severity {
+            Severity::P1 => (0, 30, Some(15 * 60)),
+            Severity::P2 => (0, 60, Some(3600)),
+            Severity::P3 => (10, 300, Some(4 * 3600)),
+            Severity::P4 => (60, 1800, None),
+        };
+        Timing {
+            group_wait: Duration::from_secs(wait),
+            group_interval: Duration::from_secs(interval),
+            repeat_interval: repeat.map(Duration::from_secs),
+        }
+    }
+}
+
+/// A label matcher of a silence (`service=web`, `alertname=~"api_.*"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Matcher {
+    /// Label name.
+    pub name: String,
+    /// Value (a regular expression, anchored, when `regex`).
+    pub value: String,
+    /// `=~` / `!~`.
+    pub regex: bool,
+    /// `!=` / `!~`.
+    pub negative: bool,
+}
+
+impl Matcher {
+    /// Parses `name=value`, `name!=value`, `name=~re`, `name!~re` (the value may be quoted).
+    pub fn parse(text: &str) -> Result<Matcher, String> {
+        let ops = ["=~", "!~", "!=", "="];
+        let (at, op) = ops
+            .iter()
+            .filter_map(|op| text.find(op).map(|i| (i, *op)))
+            .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
+            .ok_or_else(|| {
+                format!("`{text}` is not a matcher: write `name=value` (or `!=`, `=~`, `!~`)")
+            })?;
+        let name = text[..at].trim();
+        let raw = text[at + op.len()..].trim();
+        let value = raw
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(raw);
+        if name.is_empty() {
+            return Err(format!("`{text}` has no label name before `{op}`"));
+        }
+        let m = Matcher {
+            name: name.to_string(),
+            value: value.to_string(),
+            regex: op.contains('~'),
+            negative: op.starts_with('!'),
+        };
+        if m.regex {
+            regex::Regex::new(&format!("^(?:{})$", m.value))
+                .map_err(|e| format!("`{}` is not a regular expression: {e}", m.value))?;
+        }
+        Ok(m)
+    }
+
+    /// Whether an alert's labels match (a missing label is the empty value).
+    pub fn matches(&self, labels: &[(String, String)]) -> bool {
+        let v = labels
+            .iter()
+            .find(|(k, _)| *k == self.name)
+            .map_or("", |(_, v)| v.as_str());
+        let hit = if self.regex {
+            regex::Regex::new(&format!("^(?:{})$", self.value)).is_ok_and(|r| r.is_match(v))
+        } else {
+            v == self.value
+        };
+        hit != self.negative
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match (self.regex, self.negative) {
+            (false, false) => "=",
+            (false, true) => "!=",
+            (true, false) => "=~",
+            (true, true) => "!~",
+        };
+        write!(f, "{}{op}{:?}", self.name, self.value)
+    }
+}
+
+/// A silence: what it mutes, until when, who set it and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    /// Its id.
+    pub id: String,
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// When it starts (ms).
+    pub starts_at: i64,
+    /// When it ends (ms).
+    pub ends_at: i64,
+    /// Who set it.
+    pub created_by: String,
+    /// Why.
+    pub comment: String,
+}
+
+impl Silence {
+    /// Whether it mutes these labels at `now`.
+    pub fn mutes(&self, labels: &[(String, String)], now: i64) -> bool {
+        self.starts_at <= now
+            && now < self.ends_at
+            && self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+/// An alert entering the router: a transition of one rule's alert, with the channels it goes
+/// to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Routed {
+    /// The alert (status, labels, annotations, times).
+    pub alert: AlertItem,
+    /// Its channels.
+    pub channels: Vec<String>,
+    /// Its severity.
+    pub severity: Severity,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Group {
+    channel: String,
+    severity: Option<Severity>,
+    labels: Vec<(String, String)>,
+    /// By fingerprint.
+    alerts: BTreeMap<String, AlertItem>,
+    created_ms: i64,
+    last_sent_ms: Option<i64>,
+    /// Fingerprints firing in the last notification.
+    sent_firing: BTreeSet<String>,
+    /// Something changed since the last notification (new alert, resolution).
+    dirty: bool,
+    /// Notifications sent so far (part of each one's id).
+    sent: u64,
+    acked_by: Option<String>,
+}
+
+/// The router: groups, and when each fingerprint last paged.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Router {
+    groups: BTreeMap<String, Group>,
+    /// Fingerprint → channel → when it last went out firing (ms).
+    paged: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// What the router needs to know of the configuration.
+pub struct Config<'a> {
+    /// Group alerts by these labels (default `alertname`).
+    pub group_by: &'a [String],
+    /// Timing per severity.
+    pub timing: &'a dyn Fn(Severity) -> Timing,
+    /// Active silences.
+    pub silences: &'a [Silence],
+    /// Where the control plane is reached.
+    pub external_url: &'a str,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Router {
+    /// Takes an alert transition in.
+    pub fn ingest(&mut self, routed: &Routed, group_by: &[String], now: i64) {
+        let fp = routed.alert.fingerprint();
+        for channel in &routed.channels {
+            let labels: Vec<(String, String)> = group_by
+                .iter()
+                .filter_map(|g| routed.alert.label(g).map(|v| (g.clone(), v.to_string())))
+                .collect();
+            let key = format!(
+                "{channel}:{{{}}}",
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let g = self.groups.entry(key).or_insert_with(|| Group {
+                channel: channel.clone(),
+                labels,
+                created_ms: now,
+                ..Group::default()
+            });
+            g.severity = Some(
+                g.severity
+                    .map_or(routed.severity, |s| s.min(routed.severity)),
+            );
+            let known = g.alerts.get(&fp).map(|a| a.status);
+            match routed.alert.status {
+                Status::Firing => {
+                    if known != Some(Status::Firing) {
+                        g.dirty = true;
+                    }
+                }
+                Status::Resolved => {
+                    if known.is_none() {
+                        // Never seen firing here (it resolved before the router knew it).
+                        continue;
+                    }
+                    g.dirty = true;
+                }
+            }
+            g.alerts.insert(fp.clone(), routed.alert.clone());
+        }
+    }
+
+    /// Acknowledges the groups holding an alert matching all of `matchers`: they stop
+    /// repeating until they resolve. Returns how many.
+    pub fn ack(&mut self, matchers: &[Matcher], by: &str) -> usize {
+        let mut n = 0;
+        for g in self.groups.values_mut() {
+            if g.alerts.values().any(|a| {
+                a.status == Status::Firing && matchers.iter().all(|m| m.matches(&a.labels))
+            }) {
+                g.acked_by = Some(by.to_string());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The notifications due at `now`, the router's state moved on as if they were sent
+    /// (the caller writes them to the outbox in the same step as it saves the router).
+    pub fn due(&mut self, cfg: &Config<'_>, now: i64) -> Vec<Notification> {
+        // Firing P1 alerts mute lower ones of the same service.
+        let p1_services: BTreeSet<String> = self
+            .groups
+            .values()
+            .flat_map(|g| g.alerts.values())
+            .filter(|a| a.status == Status::Firing && a.label("severity") == Some("P1"))
+            .filter_map(|a| a.label("service").map(str::to_string))
+            .collect();
+        let muted = |a: &AlertItem| -> bool {
+            cfg.silences.iter().any(|s| s.mutes(&a.labels, now))
+                || (a.label("severity") != Some("P1")
+                    && a.label("service").is_some_and(|s| p1_services.contains(s)))
+        };
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (key, g) in &mut self.groups {
+            let timing = (cfg.timing)(g.severity.unwrap_or_default());
+            let visible: Vec<&AlertItem> = g.alerts.values().filter(|a| !muted(a)).collect();
+            let firing: BTreeSet<String> = visible
+                .iter()
+                .filter(|a| a.status == Status::Firing)
+                .map(|a| a.fingerprint())
+                .collect();
+            // A fingerprint that paged on this channel within the flap window (the repeat
+            // interval, or an hour for a severity that never repeats) does not page again on
+            // its own.
+            let window = ms(timing.repeat_interval.unwrap_or(Duration::from_secs(3600)));
+            let paged = &self.paged;
+            let channel = g.channel.clone();
+            let repaged = |fp: &String| {
+                paged
+                    .get(fp)
+                    .and_then(|c| c.get(&channel))
+                    .is_some_and(|t| now - t < window)
+            };
+            let reason = match g.last_sent_ms {
+                None => {
+                    if now - g.created_ms < ms(timing.group_wait) {
+                        continue;
+                    }
+                    // Everything resolved (or muted) before the first word, or only flapping
+                    // alerts that paged lately: nothing to say (yet).
+                    firing
+                        .iter()
+                        .any(|fp| !repaged(fp))
+                        .then_some("first notification")
+                }
+                Some(last) => {
+                    let resolved_now = g.sent_firing.iter().any(|fp| !firing.contains(fp));
+                    let new = firing
+                        .iter()
+                        .any(|fp| !g.sent_firing.contains(fp) && !repaged(fp));
+                    if g.dirty && (new || resolved_now) && now - last >= ms(timing.group_interval) {
+                        Some(if new {
+                            "new alerts added"
+                        } else if firing.is_empty() {
+                            "all alerts resolved"
+                        } else {
+                            "some alerts resolved"
+                        })
+                    } else if !firing.is_empty()
+                        && g.acked_by.is_none()
+                        && timing.repeat_interval.is_some_and(|r| now - last >= ms(r))
+                    {
+                        Some("repeat interval elapsed")
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = reason {
+                let alerts: Vec<AlertItem> = visible
+                    .iter()
+                    .filter(|a| {
+                        a.status == Status::Firing || g.sent_firing.contains(&a.fingerprint())
+                    })
+                    .map(|a| (*a).clone())
+                    .collect();
+                let common =
+                    |pick: fn(&AlertItem) -> &Vec<(String, String)>| -> Vec<(String, String)> {
+                        let Some(first) = alerts.first() else {
+                            return Vec::new();
+                        };
+                        pick(first)
+                            .iter()
+                            .filter(|kv| alerts.iter().all(|a| pick(a).contains(kv)))
+                            .cloned()
+                            .collect()
+                    };
+                g.sent += 1;
+                out.push(Notification {
+                    id: format!("{key}#{}", g.sent),
+                    group_key: key.clone(),
+                    receiver: g.channel.clone(),
+                    status: if firing.is_empty() {
+                        Status::Resolved
+                    } else {
+                        Status::Firing
+                    },
+                    group_labels: g.labels.clone(),
+                    common_labels: common(|a| &a.labels),
+                    common_annotations: common(|a| &a.annotations),
+                    alerts,
+                    external_url: cfg.external_url.to_string(),
+                    reason: reason.to_string(),
+                });
+                for fp in &firing {
+                    self.paged
+                        .entry(fp.clone())
+                        .or_default()
+                        .insert(g.channel.clone(), now);
+                }
+                g.last_sent_ms = Some(now);
+                g.sent_firing = firing.clone();
+                g.dirty = false;
+            }
+            // Resolved alerts that have been told (or were never told) leave the group.
+            let told = g.last_sent_ms.is_some();
+            g.alerts
+                .retain(|fp, a| a.status == Status::Firing || (told && g.sent_firing.contains(fp)));
+            if g.alerts.is_empty() {
+                gone.push(key.clone());
+            }
+            if firing.is_empty() {
+                g.acked_by = None;
+            }
+        }
+        for key in gone {
+            self.groups.remove(&key);
+        }
+        // Forget pages older than a day (the longest repeat worth remembering).
+        self.paged.retain(|_, c| {
+            c.retain(|_, t| now - *t < 86_400_000);
+            !c.is_empty()
+        });
+        out
+    }
+
+    /// The groups holding firing alerts, for `slipway alerts`: key, channel, firing count,
+    /// who acknowledged it.
+    pub fn groups(&self) -> Vec<(String, String, usize, Option<String>)> {
+        self.groups
+            .iter()
+            .map(|(k, g)| {
+                (
+                    k.clone(),
+                    g.channel.clone(),
+                    g.alerts
+                        .values()
+                        .filter(|a| a.status == Status::Firing)
+                        .count(),
+                    g.acked_by.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(
+        alertname: &str,
+        instance: usize,
+        service: &str,
+        severity: Severity,
+        status: Status,
+    ) -> Routed {
+        Routed {
+            alert: AlertItem {
+                status,
+                labels: vec![
+                    ("alertname".into(), alertname.into()),
+                    ("instance".into(), format!("i{instance}")),
+                    ("service".into(), service.into()),
+                    ("severity".into(), severity.as_str().into()),
+                ],
+                annotations: vec![],
+                starts_at: 0,
+                ends_at: None,
+                generator_url: String::new(),
+            },
+            channels: vec!["hook".into()],
+            severity,
+        }
+    }
+
+    struct Env {
+        group_by: Vec<String>,
+        silences: Vec<Silence>,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            Env {
+                group_by: vec!["alertname".into()],
+                silences: vec![],
+            }
+        }
+
+        fn due(&self, r: &mut Router, now: i64) -> Vec<Notification> {
+            let timing = |s: Severity| Timing::default_for(s);
+            r.due(
+                &Config {
+                    group_by: &self.group_by,
+                    timing: &timing,
+                    silences: &self.silences,
+                    external_url: "",
+                },
+                now,
+            )
+        }
+    }
+
+    #[test]
+    fn a_hundred_instances_breaching_one_rule_are_one_notification() {
+        let env = Env::new();
+        let mut r = Router::default();
+        for i in 0..100 {
+            r.ingest(
+                &item("api_errors", i, "api", Severity::P3, Status::Firing),
+                &env.group_by,
+                1000,
+            );
+        }
+        // P3 waits 10 s for siblings.
+        assert!(env.due(&mut r, 5_000).is_empty());
+        let n = env.due(&mut r, 11_000);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].alerts.len(), 100);
+        assert_eq!(n[0].reason, "first notification");
+        assert_eq!(
+            n[0].group_labels,
+            [("alertname".to_string(), "api_errors".to_string())]
+        );
+        assert!(
+            n[0].common_labels
+                .contains(&("service".into(), "api".into()))
+        );
+        assert!(!n[0].common_labels.iter().any(|(k, _)| k == "instance"));
+        // Nothing more until something changes or the repeat interval passes.
+        assert!(env.due(&mut r, 60_000).is_empty());
+    }
+
+    #[test]
+    fn p1_goes_at_once_repeats_every_15_minutes_until_acknowledged() {
+        let env = Env::new();
+        let mut r = Router::default();
+        r.ingest(
+            &item("api_down", 0, "api", Severity::P1, Status::Firing),
+            &env.group_by,
+            0,
+        );
+        assert_eq!(env.due(&mut r, 0).len(), 1);
+        assert!(env.due(&mut r, 899_000).is_empty());
+        let n = env.due(&mut r, 900_000);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].reason, "repeat interval elapsed");
+        assert_ne!(n[0].id, "hook:{alertname=\"api_down\"}#1");
+        assert_eq!(
+            r.ack(&[Matcher::parse("alertname=api_down").unwrap()], "ana"),
+            1
+        );
+        assert!(env.due(&mut r, 1_800_000).is_empty());
+        // Resolved: told once, and the group (and its ack) is gone.
+        r.ingest(
+            &item("api_down", 0, "api", Severity::P1, Status::Resolved),
+            &env.group_by,
+            1_900_000,
+        );
+        let n = env.due(&mut r, 1_900_000);
+        assert_eq!(
+            (n.len(), n[0].status, n[0].reason.as_str()),
+            (1, Status::Resolved, "all alerts resolved")
+        );
+        assert!(r.groups().is_empty());
+    }
+
+    #[test]
+    fn an_alert_resolved_within_group_wait_says_nothing() {
+        let env = Env::new();
+        let mut r = Router::default();
+        r.ingest(
+            &item("slow", 0, "api", Severity::P3, Status::Firing),
+            &env.group_by,
+            0,
+        );
+        r.ingest(
+            &item("slow", 0, "api", Severity::P3, Status::Resolved),
+            &env.group_by,
+            3_000,
+        );
+        assert!(env.due(&mut r, 20_000).is_empty());
+        assert!(r.groups().is_empty());
+    }
+
+    #[test]
+    fn flapping_never_pages_twice_within_the_repeat_interval() {
+        let env = Env::new();
+        let mut r = Router::default();
+        let mut pages = 0;
+        // Fires and resolves every two minutes for an hour (P2 repeats hourly).
+        for k in 0..30i64 {
+            let t = k * 120_000;
+            r.ingest(
+                &item("errors", 0, "api", Severity::P2, Status::Firing),
+                &env.group_by,
+                t,
+            );
+            pages += env
+                .due(&mut r, t)
+                .iter()
+                .filter(|n| n.status == Status::Firing)
+                .count();
+            r.ingest(
+                &item("errors", 0, "api", Severity::P2, Status::Resolved),
+                &env.group_by,
+                t + 60_000,
+            );
+            pages += env
+                .due(&mut r, t + 60_000)
+                .iter()
+                .filter(|n| n.status == Status::Firing)
+                .count();
+        }
+        assert_eq!(pages, 1);
+    }
+
+    #[test]
+    fn a_firing_p1_mutes_the_lower_alerts_of_its_service_and_silences_mute_what_they_match() {
+        let mut env = Env::new();
+        let mut r = Router::default();
+        r.ingest(
+            &item("api_down", 0, "api", Severity::P1, Status::Firing),
+            &env.group_by,
+            0,
+        );
+        r.ingest(
+            &item("errors", 0, "api", Severity::P2, Status::Firing),
+            &env.group_by,
+            0,
+        );
+        r.ingest(
+            &item("errors", 1, "web", Severity::P2, Status::Firing),
+            &env.group_by,
+            0,
+        );
+        let n = env.due(&mut r, 0);
+        let names: Vec<(String, usize)> = n
+            .iter()
+            .map(|n| (n.group_key.clone(), n.alerts.len()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("hook:{alertname=\"api_down\"}".to_string(), 1),
+                ("hook:{alertname=\"errors\"}".to_string(), 1)
+            ]
+        );
+        let errors = n.iter().find(|n| n.group_key.contains("errors")).unwrap();
+        assert_eq!(errors.alerts[0].label("service"), Some("web"));
+        // A silence on web: a new web alert stays quiet until it ends.
+        env.silences.push(Silence {
+            id: "s1".into(),
+            matchers: vec![Matcher::parse("service=web").unwrap()],
+            starts_at: 0,
+            ends_at: 600_000,
+            created_by: "ana".into(),
+            comment: "migration".into(),
+        });
+        r.ingest(
+            &item("disk", 2, "web", Severity::P2, Status::Firing),
+            &env.group_by,
+            1_000,
+        );
+        assert!(env.due(&mut r, 100_000).is_empty());
+        let n = env.due(&mut r, 600_000);
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(n[0].group_key.contains("disk"));
+    }
+
+    #[test]
+    fn matchers_parse_like_alertmanagers() {
+        let m = Matcher::parse("service=~\"web|api\"").unwrap();
+        assert!(m.regex && !m.negative && m.value == "web|api");
+        assert!(m.matches(&[("service".into(), "api".into())]));
+        assert!(!m.matches(&[("service".into(), "apis".into())]));
+        let m = Matcher::parse("env!=prod").unwrap();
+        assert!(m.matches(&[]) && !m.matches(&[("env".into(), "prod".into())]));
+        assert!(Matcher::parse("nothing").is_err());
+        assert!(Matcher::parse("a=~(").is_err());
+        assert_eq!(Matcher::parse("a!~b").unwrap().to_string(), "a!~\"b\"");
+    }
+}
