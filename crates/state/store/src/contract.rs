@@ -15,8 +15,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::{
-    AuditQuery, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery, NewAudit,
-    NewDeployment, NewEvent, NewRelease, NewRun, RunQuery, RunUpdate, Store, StoreError,
+    AlertHistoryQuery, AuditQuery, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery,
+    NewAlertEvent, NewAudit, NewDeployment, NewEvent, NewNotification, NewRelease, NewRun,
+    RunQuery, RunUpdate, Store, StoreError,
 };
 
 /// Generates one test per contract case for a store factory.
@@ -39,7 +40,9 @@ macro_rules! store_contract_tests {
             one_active_deployment_per_environment,
             a_deployment_update_moves_the_environment_in_the_same_write,
             environment_state_defaults_and_round_trips,
-            runs_round_trip_and_filter_by_environment_commit_and_status
+            runs_round_trip_and_filter_by_environment_commit_and_status,
+            alerting_commits_state_history_and_notifications_at_once,
+            the_outbox_keeps_each_channels_order_through_retries
         );
     };
     (@cases $factory:path; $($case:ident),*) => {
@@ -666,4 +669,126 @@ pub async fn runs_round_trip_and_filter_by_environment_commit_and_status(store: 
         store.update_run(999, &update("x", false, false)).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+fn notification(key: &str, channel: &str, at: i64) -> NewNotification {
+    NewNotification {
+        key: key.into(),
+        channel: channel.into(),
+        payload: format!("{{\"id\":\"{key}\"}}"),
+        created_ms: at,
+    }
+}
+
+/// State, history and the notifications an evaluation decided land together; a
+/// notification queued twice (a replay after a crash) is queued once.
+pub async fn alerting_commits_state_history_and_notifications_at_once(store: Arc<dyn Store>) {
+    assert_eq!(store.alerting_state().await.unwrap(), None);
+    let fired = NewAlertEvent {
+        time_ms: 1000,
+        rule: "api_down".into(),
+        status: "fired".into(),
+        severity: "P1".into(),
+        labels: json!({"alertname": "api_down", "service": "web"}),
+        value: Some(4.0),
+        actor: None,
+    };
+    store
+        .commit_alerting(
+            "{\"v\":1}",
+            std::slice::from_ref(&fired),
+            &[notification("g#1", "hook", 1000)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.alerting_state().await.unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+    // Replayed after a crash: the same notification again, a new state, more history.
+    let resolved = NewAlertEvent {
+        time_ms: 2000,
+        status: "resolved".into(),
+        value: Some(f64::NAN),
+        ..fired.clone()
+    };
+    store
+        .commit_alerting(
+            "{\"v\":2}",
+            &[resolved],
+            &[
+                notification("g#1", "hook", 1000),
+                notification("g#2", "hook", 2000),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.alerting_state().await.unwrap().as_deref(),
+        Some("{\"v\":2}")
+    );
+    let due = store.due_notifications(5000, 10).await.unwrap();
+    let keys: Vec<&str> = due.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["g#1", "g#2"]);
+    assert_eq!(due[0].payload, "{\"id\":\"g#1\"}");
+    let history = store
+        .alert_history(&AlertHistoryQuery {
+            rule: Some("api_down".into()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = history.iter().map(|h| h.event.status.as_str()).collect();
+    assert_eq!(statuses, ["resolved", "fired"]);
+    assert_eq!(history[1].event.labels["service"], "web");
+    assert_eq!(history[1].event.value, Some(4.0));
+    // A NaN value is stored as no value.
+    assert_eq!(history[0].event.value, None);
+    assert!(
+        store
+            .alert_history(&AlertHistoryQuery {
+                rule: Some("other".into()),
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A channel's notifications go out in order: one waiting for its retry holds back the later
+/// ones of its channel, not those of other channels; sent ones leave the queue.
+pub async fn the_outbox_keeps_each_channels_order_through_retries(store: Arc<dyn Store>) {
+    let queued = [
+        notification("a#1", "a", 100),
+        notification("b#1", "b", 110),
+        notification("a#2", "a", 120),
+        notification("b#2", "b", 130),
+    ];
+    store.commit_alerting("{}", &[], &queued).await.unwrap();
+    let due = store.due_notifications(1000, 10).await.unwrap();
+    assert_eq!(due.len(), 4);
+    let (a1, b1) = (due[0].seq, due[1].seq);
+    store
+        .notification_failed(a1, 5000, "the webhook answered 503")
+        .await
+        .unwrap();
+    store.notification_sent(b1, 1000).await.unwrap();
+    let keys =
+        |due: Vec<crate::OutboxEntry>| -> Vec<String> { due.into_iter().map(|e| e.key).collect() };
+    assert_eq!(
+        keys(store.due_notifications(2000, 10).await.unwrap()),
+        ["b#2"]
+    );
+    let later = store.due_notifications(5000, 10).await.unwrap();
+    assert_eq!(later[0].attempts, 1);
+    assert_eq!(
+        later[0].last_error.as_deref(),
+        Some("the webhook answered 503")
+    );
+    assert_eq!(keys(later), ["a#1", "a#2", "b#2"]);
+    let all = store.outbox(10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.iter().filter(|e| e.sent_ms.is_some()).count(), 1);
+    assert_eq!(store.due_notifications(5000, 1).await.unwrap().len(), 1);
 }

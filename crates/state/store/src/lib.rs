@@ -592,7 +592,50 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs matching a query, newest first.
     async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The alerting state last committed.
+    async fn alerting_state(&self) -> Result<Option<String>, StoreError>;
+
+    /// Saves the alerting state, appends history and queues notifications, in one write:
+    /// all of it lands or none does. A notification whose key is queued already is skipped.
+    async fn commit_alerting(
+        &self,
+        state: &str,
+        history: &[NewAlertEvent],
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError>;
+
+    /// History, newest first.
+    async fn alert_history(&self, query: &AlertHistoryQuery)
+    -> Result<Vec<AlertEvent>, StoreError>;
+
+    /// The notifications to try at `now_ms`, oldest first: per channel, the unsent ones up
+    /// to the first that is not due yet (so a channel's notifications go out in order).
+    async fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Marks a notification delivered.
+    async fn notification_sent(&self, seq: i64, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Records a failed try; the next is not before `next_ms`.
+    async fn notification_failed(
+        &self,
+        seq: i64,
+        next_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The newest notifications, sent or not (for `slipway alerts`).
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
 }
+
+mod alerts;
+pub use alerts::{
+    AlertEvent, AlertEventFields, AlertHistoryQuery, NewAlertEvent, NewNotification, OutboxEntry,
+};
 
 fn millis_to_time(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)

@@ -15,9 +15,10 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::{
-    AppliedConfig, AuditEntry, AuditQuery, DeploymentRecord, DeploymentUpdate, EnvironmentState,
-    Event, EventLevel, EventQuery, NewAudit, NewDeployment, NewEvent, NewRelease, NewRun,
-    ReleaseRecord, RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
+    AlertEvent, AlertEventFields, AlertHistoryQuery, AppliedConfig, AuditEntry, AuditQuery,
+    DeploymentRecord, DeploymentUpdate, EnvironmentState, Event, EventLevel, EventQuery,
+    NewAlertEvent, NewAudit, NewDeployment, NewEvent, NewNotification, NewRelease, NewRun,
+    OutboxEntry, ReleaseRecord, RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -724,6 +725,208 @@ impl Store for SqliteStore {
         .map(run_from_row)
         .collect()
     }
+
+    async fn alerting_state(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT state FROM alerting_state WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("reading the alerting state"))
+    }
+
+    async fn commit_alerting(
+        &self,
+        state: &str,
+        history: &[NewAlertEvent],
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("committing alerts"))?;
+        sqlx::query(
+            "INSERT INTO alerting_state (id, time_ms, state) VALUES (1, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET time_ms = excluded.time_ms, state = excluded.state",
+        )
+        .bind(now_ms())
+        .bind(state)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("saving the alerting state"))?;
+        for h in history {
+            sqlx::query(
+                "INSERT INTO alert_history (time_ms, rule, status, severity, labels, value, actor) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(h.time_ms)
+            .bind(&h.rule)
+            .bind(&h.status)
+            .bind(&h.severity)
+            .bind(json_text(&h.labels))
+            .bind(h.value.filter(|v| v.is_finite()))
+            .bind(&h.actor)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("appending alert history"))?;
+        }
+        for n in notifications {
+            sqlx::query(
+                "INSERT INTO outbox (key, channel, payload, created_ms, next_ms) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&n.key)
+            .bind(&n.channel)
+            .bind(&n.payload)
+            .bind(n.created_ms)
+            .bind(n.created_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("queuing a notification"))?;
+        }
+        tx.commit().await.map_err(query_error("committing alerts"))
+    }
+
+    async fn alert_history(
+        &self,
+        query: &AlertHistoryQuery,
+    ) -> Result<Vec<AlertEvent>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM alert_history WHERE (? IS NULL OR rule = ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(&query.rule)
+        .bind(&query.rule)
+        .bind(i64::from(query.limit.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading alert history"))?
+        .iter()
+        .map(|r| {
+            Ok(AlertEvent {
+                id: r
+                    .try_get("id")
+                    .map_err(query_error("reading alert history"))?,
+                event: AlertEventFields {
+                    time_ms: r
+                        .try_get("time_ms")
+                        .map_err(query_error("reading alert history"))?,
+                    rule: r
+                        .try_get("rule")
+                        .map_err(query_error("reading alert history"))?,
+                    status: r
+                        .try_get("status")
+                        .map_err(query_error("reading alert history"))?,
+                    severity: r
+                        .try_get("severity")
+                        .map_err(query_error("reading alert history"))?,
+                    labels: serde_json::from_str(
+                        &r.try_get::<String, _>("labels")
+                            .map_err(query_error("reading alert history"))?,
+                    )
+                    .unwrap_or_default(),
+                    value: r
+                        .try_get("value")
+                        .map_err(query_error("reading alert history"))?,
+                    actor: r
+                        .try_get("actor")
+                        .map_err(query_error("reading alert history"))?,
+                },
+            })
+        })
+        .collect()
+    }
+
+    async fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE sent_ms IS NULL ORDER BY seq LIMIT ?")
+            .bind(i64::from(limit.max(1)) * 4)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("reading the outbox"))?;
+        let mut blocked = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for r in &rows {
+            let e = outbox_from_row(r)?;
+            if blocked.contains(&e.channel) {
+                continue;
+            }
+            if e.next_ms > now_ms {
+                // Not due: neither are the channel's later ones, which must follow it.
+                blocked.insert(e.channel.clone());
+                continue;
+            }
+            out.push(e);
+            if out.len() >= limit.max(1) as usize {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn notification_sent(&self, seq: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET sent_ms = ?, attempts = attempts + 1 WHERE seq = ?")
+            .bind(now_ms)
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("marking a notification sent"))?;
+        Ok(())
+    }
+
+    async fn notification_failed(
+        &self,
+        seq: i64,
+        next_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_ms = ?, last_error = ? WHERE seq = ?",
+        )
+        .bind(next_ms)
+        .bind(error)
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("recording a failed notification"))?;
+        Ok(())
+    }
+
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        sqlx::query("SELECT * FROM outbox ORDER BY seq DESC LIMIT ?")
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("reading the outbox"))?
+            .iter()
+            .map(outbox_from_row)
+            .collect()
+    }
+}
+
+fn outbox_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, StoreError> {
+    let e = query_error("reading the outbox");
+    let get = |name: &'static str| r.try_get::<i64, _>(name);
+    Ok(OutboxEntry {
+        seq: get("seq").map_err(query_error("reading the outbox"))?,
+        key: r
+            .try_get("key")
+            .map_err(query_error("reading the outbox"))?,
+        channel: r
+            .try_get("channel")
+            .map_err(query_error("reading the outbox"))?,
+        payload: r
+            .try_get("payload")
+            .map_err(query_error("reading the outbox"))?,
+        created_ms: get("created_ms").map_err(query_error("reading the outbox"))?,
+        attempts: get("attempts").map_err(query_error("reading the outbox"))?,
+        next_ms: get("next_ms").map_err(query_error("reading the outbox"))?,
+        sent_ms: r
+            .try_get("sent_ms")
+            .map_err(query_error("reading the outbox"))?,
+        last_error: r.try_get("last_error").map_err(e)?,
+    })
 }
 
 async fn write_environment_state(
