@@ -3,6 +3,7 @@
 //! resolved, with `for`, `keep_firing_for` and hysteresis), whose transitions become
 //! notifications.
 
+pub mod engine;
 pub mod eval;
 pub mod notify;
 pub mod route;

@@ -277,15 +277,19 @@ fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// POSTs JSON; a 2xx is delivered, a 429 or 5xx or no answer is worth a retry.
+/// POSTs JSON with the notification's id as `Idempotency-Key` (so a receiver that got it
+/// already, before a crash kept us from recording that, can tell); a 2xx is delivered, a 429
+/// or 5xx or no answer is worth a retry.
 async fn post(
     client: &reqwest::Client,
     url: &str,
+    key: &str,
     body: &Value,
     what: &str,
 ) -> Result<(), NotifyError> {
     let r = client
         .post(url)
+        .header("Idempotency-Key", key)
         .json(body)
         .send()
         .await
@@ -346,6 +350,7 @@ impl Notifier for Webhook {
         post(
             &self.client,
             &self.endpoint.url,
+            &n.id,
             &n.webhook_v4(),
             "the webhook",
         )
@@ -404,6 +409,7 @@ impl Notifier for Slack {
         post(
             &self.client,
             &self.endpoint.url,
+            &n.id,
             &Slack::message(n),
             "Slack",
         )
@@ -491,7 +497,14 @@ impl Notifier for PagerDuty {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let key = self.endpoint.key.as_deref().unwrap_or_default();
         let url = format!("{}/v2/enqueue", self.endpoint.url.trim_end_matches('/'));
-        post(&self.client, &url, &PagerDuty::event(n, key), "PagerDuty").await
+        post(
+            &self.client,
+            &url,
+            &n.id,
+            &PagerDuty::event(n, key),
+            "PagerDuty",
+        )
+        .await
     }
 }
 
@@ -549,7 +562,14 @@ impl Notifier for Telegram {
             "{}/bot{token}/sendMessage",
             self.endpoint.url.trim_end_matches('/')
         );
-        post(&self.client, &url, &Telegram::message(n, chat), "Telegram").await
+        post(
+            &self.client,
+            &url,
+            &n.id,
+            &Telegram::message(n, chat),
+            "Telegram",
+        )
+        .await
     }
 }
 
@@ -600,6 +620,13 @@ impl Notifier for Alertmanager {
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let url = format!("{}/api/v2/alerts", self.endpoint.url.trim_end_matches('/'));
-        post(&self.client, &url, &Alertmanager::alerts(n), "Alertmanager").await
+        post(
+            &self.client,
+            &url,
+            &n.id,
+            &Alertmanager::alerts(n),
+            "Alertmanager",
+        )
+        .await
     }
 }

@@ -1,0 +1,360 @@
+//! Alerting as a whole: every rule evaluated against the metrics back-end, transitions routed
+//! into notifications, and all of it (the rules' alerts, the router, the history, the
+//! notifications) committed to the store in one write before anything is sent. A sender then
+//! works through the outbox, channel by channel and in order, retrying with backoff and
+//! jitter. A control plane killed at any point comes back with the state of its last commit:
+//! nothing decided is lost, and nothing already queued is queued again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use slipway_metrics::backend::MetricsBackend;
+use slipway_spec::model::Severity;
+use slipway_store::{NewAlertEvent, NewNotification, Store, StoreError};
+
+use crate::eval::evaluate;
+use crate::notify::{AlertItem, Notification, Notifier, Status};
+use crate::route::{Config, Routed, Router, Silence, Timing};
+use crate::rule::Rule;
+use crate::state::{RuleState, Transition};
+
+/// What is saved: each rule's alerts, the router, the silences.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    /// By rule name.
+    pub rules: BTreeMap<String, RuleState>,
+    /// Groups and pages.
+    pub router: Router,
+    /// Silences (expired ones are dropped).
+    pub silences: Vec<Silence>,
+}
+
+/// A channel: where it sends, and which severities it takes (empty: all).
+pub struct Channel {
+    /// The sender.
+    pub notifier: Arc<dyn Notifier>,
+    /// Severities it takes.
+    pub severities: Vec<Severity>,
+}
+
+/// The last evaluation of a rule, for `slipway alerts`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RuleHealth {
+    /// When it was last evaluated (ms).
+    pub evaluated_ms: i64,
+    /// Why its last evaluation failed.
+    pub error: Option<String>,
+}
+
+/// The alerting engine of one control plane.
+pub struct Alerting {
+    rules: Vec<Rule>,
+    channels: HashMap<String, Channel>,
+    store: Arc<dyn Store>,
+    saved: Saved,
+    health: BTreeMap<String, RuleHealth>,
+    group_by: Vec<String>,
+    external_url: String,
+}
+
+/// Backoff before try `attempts + 1`: 1 s doubling to 5 min, plus up to a quarter more.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    let base = 1000i64
+        .saturating_mul(1 << attempts.clamp(0, 9))
+        .min(300_000);
+    base + fastrand::i64(0..=base / 4)
+}
+
+impl Alerting {
+    /// The engine over `rules` and `channels`, its state restored from `store`.
+    pub async fn open(
+        rules: Vec<Rule>,
+        channels: HashMap<String, Channel>,
+        store: Arc<dyn Store>,
+        external_url: &str,
+    ) -> Result<Alerting, StoreError> {
+        let saved = store
+            .alerting_state()
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        Ok(Alerting {
+            rules,
+            channels,
+            store,
+            saved,
+            health: BTreeMap::new(),
+            group_by: vec!["alertname".into()],
+            external_url: external_url.to_string(),
+        })
+    }
+
+    /// Replaces the rules and channels (a new configuration); alerts of rules that are gone
+    /// are dropped at the next evaluation.
+    pub fn reconfigure(&mut self, rules: Vec<Rule>, channels: HashMap<String, Channel>) {
+        self.rules = rules;
+        self.channels = channels;
+    }
+
+    /// What is saved.
+    pub fn saved(&self) -> &Saved {
+        &self.saved
+    }
+
+    /// Each rule's last evaluation.
+    pub fn health(&self) -> &BTreeMap<String, RuleHealth> {
+        &self.health
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The channels a rule's alerts go to: those it names, or every channel; either way only
+    /// those that take its severity.
+    fn channels_for(&self, rule: &Rule) -> Vec<String> {
+        let mut names: Vec<String> = if rule.channels.is_empty() {
+            self.channels.keys().cloned().collect()
+        } else {
+            rule.channels.clone()
+        };
+        names.retain(|n| {
+            self.channels
+                .get(n)
+                .is_some_and(|c| c.severities.is_empty() || c.severities.contains(&rule.severity))
+        });
+        names.sort();
+        names
+    }
+
+    /// One round at `now` (ms): every rule evaluated, what changed routed, the notifications
+    /// that are due decided, and all of it committed. Returns how many notifications were
+    /// queued.
+    pub async fn evaluate(
+        &mut self,
+        backend: &dyn MetricsBackend,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let mut history = Vec::new();
+        let mut changed = false;
+        let names: std::collections::HashSet<&str> =
+            self.rules.iter().map(|r| r.name.as_str()).collect();
+        let before = self.saved.rules.len();
+        self.saved.rules.retain(|k, _| names.contains(k.as_str()));
+        changed |= before != self.saved.rules.len();
+        let rules = self.rules.clone();
+        for rule in &rules {
+            let state = self.saved.rules.entry(rule.name.clone()).or_default();
+            let shape = |s: &RuleState| -> Vec<(String, crate::state::Phase)> {
+                s.alerts.iter().map(|(k, a)| (k.clone(), a.phase)).collect()
+            };
+            let was = shape(state);
+            let result = evaluate(rule, state, backend, now, &self.external_url).await;
+            let is = shape(state);
+            changed |= was != is;
+            let health = self.health.entry(rule.name.clone()).or_default();
+            health.evaluated_ms = now;
+            let transitions = match result {
+                Ok(t) => {
+                    health.error = None;
+                    t
+                }
+                Err(e) => {
+                    health.error = Some(e.to_string());
+                    continue;
+                }
+            };
+            let channels = self.channels_for(rule);
+            for t in transitions {
+                let (labels, value, status, starts_at, ends_at) = match &t {
+                    Transition::Fired {
+                        labels, value, at, ..
+                    } => (labels, *value, Status::Firing, *at, None),
+                    Transition::Resolved {
+                        labels,
+                        value,
+                        fired_at,
+                        at,
+                    } => (labels, *value, Status::Resolved, *fired_at, Some(*at)),
+                };
+                let pairs: Vec<(String, String)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                history.push(NewAlertEvent {
+                    time_ms: now,
+                    rule: rule.name.clone(),
+                    status: match status {
+                        Status::Firing => "fired".into(),
+                        Status::Resolved => "resolved".into(),
+                    },
+                    severity: rule.severity.as_str().into(),
+                    labels: serde_json::Value::Object(
+                        pairs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                            .collect(),
+                    ),
+                    value: Some(value),
+                    actor: None,
+                });
+                let item = AlertItem {
+                    status,
+                    annotations: rule.render_annotations(labels, value, &self.external_url),
+                    labels: pairs,
+                    starts_at,
+                    ends_at,
+                    generator_url: format!(
+                        "{}/alerts/{}",
+                        self.external_url.trim_end_matches('/'),
+                        rule.name
+                    ),
+                };
+                self.saved.router.ingest(
+                    &Routed {
+                        alert: item,
+                        channels: channels.clone(),
+                        severity: rule.severity,
+                    },
+                    &self.group_by,
+                    now,
+                );
+                changed = true;
+            }
+        }
+        self.saved.silences.retain(|s| s.ends_at > now);
+        let timing = Timing::default_for;
+        let notifications: Vec<Notification> = self.saved.router.due(
+            &Config {
+                group_by: &self.group_by,
+                timing: &timing,
+                silences: &self.saved.silences,
+                external_url: &self.external_url,
+            },
+            now,
+        );
+        if !changed && notifications.is_empty() {
+            return Ok(0);
+        }
+        let queued: Vec<NewNotification> = notifications
+            .iter()
+            .map(|n| NewNotification {
+                key: n.id.clone(),
+                channel: n.receiver.clone(),
+                payload: serde_json::to_string(n).unwrap_or_default(),
+                created_ms: now,
+            })
+            .collect();
+        let state = serde_json::to_string(&self.saved).unwrap_or_default();
+        self.store
+            .commit_alerting(&state, &history, &queued)
+            .await?;
+        Ok(queued.len())
+    }
+
+    /// Sends what is due at `now` (ms); returns how many were delivered.
+    pub async fn deliver(&self, now: i64) -> Result<usize, StoreError> {
+        let mut delivered = 0;
+        let mut failed_channels = std::collections::HashSet::new();
+        for e in self.store.due_notifications(now, 100).await? {
+            if failed_channels.contains(&e.channel) {
+                // An earlier one of this channel failed just now: keep the order.
+                continue;
+            }
+            let Ok(n) = serde_json::from_str::<Notification>(&e.payload) else {
+                self.store
+                    .notification_failed(
+                        e.seq,
+                        now + 86_400_000,
+                        "the queued notification cannot be read",
+                    )
+                    .await?;
+                continue;
+            };
+            let Some(channel) = self.channels.get(&e.channel) else {
+                self.store
+                    .notification_failed(
+                        e.seq,
+                        now + backoff_ms(e.attempts),
+                        &format!("no channel `{}` is configured", e.channel),
+                    )
+                    .await?;
+                failed_channels.insert(e.channel.clone());
+                continue;
+            };
+            match channel.notifier.send(&n).await {
+                Ok(()) => {
+                    self.store.notification_sent(e.seq, now).await?;
+                    delivered += 1;
+                }
+                Err(err) => {
+                    // A refusal (4xx) will not fix itself soon: try again at the slowest pace.
+                    let wait = if err.retryable {
+                        backoff_ms(e.attempts)
+                    } else {
+                        backoff_ms(9)
+                    };
+                    self.store
+                        .notification_failed(e.seq, now + wait, &err.message)
+                        .await?;
+                    failed_channels.insert(e.channel.clone());
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Acknowledges the firing groups with an alert matching all `matchers` (they stop
+    /// repeating until they resolve); recorded in the history with who. Returns how many.
+    pub async fn ack(
+        &mut self,
+        matchers: &[crate::route::Matcher],
+        by: &str,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let n = self.saved.router.ack(matchers, by);
+        let history = vec![NewAlertEvent {
+            time_ms: now,
+            rule: matchers
+                .iter()
+                .find(|m| m.name == "alertname" && !m.regex && !m.negative)
+                .map_or_else(|| "*".to_string(), |m| m.value.clone()),
+            status: "acknowledged".into(),
+            severity: String::new(),
+            labels: serde_json::Value::Object(
+                matchers
+                    .iter()
+                    .map(|m| (m.name.clone(), serde_json::Value::String(m.to_string())))
+                    .collect(),
+            ),
+            value: None,
+            actor: Some(by.to_string()),
+        }];
+        let state = serde_json::to_string(&self.saved).unwrap_or_default();
+        self.store.commit_alerting(&state, &history, &[]).await?;
+        Ok(n)
+    }
+
+    /// Adds a silence.
+    pub async fn silence(&mut self, s: Silence) -> Result<(), StoreError> {
+        self.saved.silences.push(s);
+        let state = serde_json::to_string(&self.saved).unwrap_or_default();
+        self.store.commit_alerting(&state, &[], &[]).await
+    }
+
+    /// Ends a silence now; whether it existed.
+    pub async fn expire_silence(&mut self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut found = false;
+        for s in &mut self.saved.silences {
+            if s.id == id && s.ends_at > now {
+                s.ends_at = now;
+                found = true;
+            }
+        }
+        let state = serde_json::to_string(&self.saved).unwrap_or_default();
+        self.store.commit_alerting(&state, &[], &[]).await?;
+        Ok(found)
+    }
+}
