@@ -3,6 +3,7 @@
 //! One test binary (ripgrep's habit) with a module per area; [`support`] holds the harness.
 //! Every test gets its own project folder, state directory and `127.0.0.1:0` ports.
 
+mod alerts;
 mod cli;
 mod daemon;
 mod deploy;

@@ -651,3 +651,146 @@ pub struct StepView {
     /// The last lines of its output, when it failed.
     pub tail: Vec<String>,
 }
+
+/// One alert (`GET /v1/alerts`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertView {
+    /// Its rule.
+    pub rule: String,
+    /// `pending` or `firing`.
+    pub state: String,
+    /// `P1`…`P4`.
+    pub severity: String,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The condition's last value.
+    pub value: Option<f64>,
+    /// When the condition was first seen (RFC 3339).
+    pub since: String,
+    /// When it fired.
+    pub fired_at: Option<String>,
+    /// Whether it still fires only by hysteresis or `keep_firing_for`.
+    pub holding: bool,
+    /// Who acknowledged its group.
+    pub acknowledged_by: Option<String>,
+}
+
+/// One rule (`GET /v1/alerts`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertRuleView {
+    /// Its name.
+    pub name: String,
+    /// `P1`…`P4`.
+    pub severity: String,
+    /// The condition.
+    pub expr: String,
+    /// `for`, in seconds.
+    pub for_seconds: f64,
+    /// Its channels (empty: every channel that takes its severity).
+    pub channels: Vec<String>,
+    /// Where it was written.
+    pub source: String,
+    /// When it was last evaluated.
+    pub evaluated_at: Option<String>,
+    /// Why its last evaluation failed.
+    pub error: Option<String>,
+}
+
+/// One notification in the outbox (`GET /v1/alerts`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// The group and notification number.
+    pub key: String,
+    /// The channel.
+    pub channel: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Why it was sent.
+    pub reason: String,
+    /// When it was decided.
+    pub created: String,
+    /// When it was delivered (None: not yet).
+    pub sent: Option<String>,
+    /// Tries so far.
+    pub attempts: i64,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
+/// A silence.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SilenceView {
+    /// Its id.
+    pub id: String,
+    /// What it mutes (`service="web"`).
+    pub matchers: Vec<String>,
+    /// When it started.
+    pub starts_at: String,
+    /// When it ends.
+    pub ends_at: String,
+    /// Who set it.
+    pub created_by: String,
+    /// Why.
+    pub comment: String,
+}
+
+/// `GET /v1/alerts`: what fires and waits, the rules, the latest deliveries, the silences.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertsView {
+    /// Firing first, then pending.
+    pub alerts: Vec<AlertView>,
+    /// Every rule.
+    pub rules: Vec<AlertRuleView>,
+    /// The newest notifications, sent or waiting.
+    pub deliveries: Vec<DeliveryView>,
+    /// Active silences.
+    pub silences: Vec<SilenceView>,
+    /// Rules or channels that could not be built.
+    pub problems: Vec<String>,
+}
+
+/// Body of `POST /v1/silences`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SilenceBody {
+    /// Matchers (`service=web`, `alertname=~"api_.*"`), all of which must match.
+    pub matchers: Vec<String>,
+    /// How long it lasts, e.g. `2h`.
+    pub duration: String,
+    /// Why.
+    pub comment: String,
+}
+
+/// Body of `POST /v1/alerts/ack`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AckBody {
+    /// Matchers of the alerts whose groups are acknowledged.
+    pub matchers: Vec<String>,
+}
+
+/// Query of `GET /v1/alerts/history`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct AlertHistoryParams {
+    /// Only this rule.
+    pub rule: Option<String>,
+    /// How many of the newest (default 50).
+    pub limit: Option<u32>,
+}
+
+/// One row of `GET /v1/alerts/history`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertHistoryView {
+    /// When.
+    pub time: String,
+    /// The rule.
+    pub rule: String,
+    /// `fired`, `resolved` or `acknowledged`.
+    pub status: String,
+    /// `P1`…`P4`.
+    pub severity: String,
+    /// The alert's labels.
+    pub labels: serde_json::Value,
+    /// The condition's value.
+    pub value: Option<f64>,
+    /// Who (an acknowledgement).
+    pub actor: Option<String>,
+}

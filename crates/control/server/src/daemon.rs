@@ -247,6 +247,15 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         shutdown.clone(),
     )
     .map_err(DaemonError::Metrics)?;
+    let alerts = crate::alerts::Alerts::start(
+        &project,
+        store.clone(),
+        metrics.clone(),
+        &format!("http://{bound}"),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(DaemonError::Store)?;
     let app = Arc::new(AppState::new(
         store.clone(),
         options.file.clone(),
@@ -264,6 +273,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             engine: engine.clone(),
             pipelines: pipelines.clone(),
             metrics,
+            alerts,
         },
     ));
 

@@ -14,6 +14,7 @@
 //! a read (`GET`/`HEAD`, and the POSTed queries of Prometheus' API) leaves an audit record,
 //! denied ones included.
 
+mod alerts;
 pub mod daemon;
 mod dataplane;
 mod deploys;

@@ -231,6 +231,18 @@ pub enum Command {
     /// Metrics: PromQL queries, the series stored, the scrape targets' health.
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Alerts: what fires and waits (with the rules and the latest deliveries), the history,
+    /// acknowledgements.
+    #[command(
+        after_help = "Examples:\n  slipway alerts\n  slipway alerts history --rule api_down\n  slipway alerts ack alertname=api_down\n  slipway --json alerts | jq '.alerts[] | select(.state == \"firing\")'"
+    )]
+    Alerts {
+        #[command(subcommand)]
+        cmd: Option<AlertsCommand>,
+    },
+    /// Silences: mute the alerts matching labels for a while, with a reason.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
     /// A guided tour: a canary deploy under load, then a bad one rolled back by itself.
     #[command(
         after_help = "Examples:\n  slipway demo\n  slipway demo --keep            leave it running to try rollback, releases, events"
@@ -355,6 +367,57 @@ pub enum PipelineCommand {
         /// Return once it is queued.
         #[arg(long)]
         no_wait: bool,
+    },
+}
+
+/// `slipway alerts …`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// What alerts did: fired, resolved, acknowledged (newest first).
+    History {
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Acknowledge the firing alerts matching every matcher: their groups stop repeating
+    /// until they resolve.
+    #[command(
+        after_help = "Examples:\n  slipway alerts ack alertname=api_down\n  slipway alerts ack service=web severity=P1"
+    )]
+    Ack {
+        /// Matchers (`name=value`, `name!=value`, `name=~regex`, `name!~regex`).
+        #[arg(required = true)]
+        matchers: Vec<String>,
+    },
+}
+
+/// `slipway silence …`.
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Mute the alerts matching every matcher.
+    #[command(
+        after_help = "Examples:\n  slipway silence add service=web --for 2h --comment \"migration\"\n  slipway silence add 'alertname=~\"disk_.*\"' --for 1d --comment \"new disks on Monday\""
+    )]
+    Add {
+        /// Matchers (`name=value`, `name!=value`, `name=~regex`, `name!~regex`).
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long (`30m`, `2h`, `1d`).
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        /// Why (required: the next person will ask).
+        #[arg(long)]
+        comment: String,
+    },
+    /// The active silences.
+    List,
+    /// End a silence now.
+    Expire {
+        /// Its id (`slipway silence list`).
+        id: String,
     },
 }
 

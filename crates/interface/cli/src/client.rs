@@ -179,6 +179,19 @@ impl Client {
         Self::decode(res).await
     }
 
+    /// `DELETE path`, ignoring the answer's body.
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), CliError> {
+        let res = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .map_err(Self::transport)?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Self::decode::<serde_json::Value>(res).await.map(|_| ())
+    }
+
     /// `POST path` without a body, ignoring the answer's body.
     pub(crate) async fn post_empty(&self, path: &str) -> Result<(), CliError> {
         let res = self

@@ -491,3 +491,128 @@ fn serve(conn: TcpStream, started: Instant, page: &(dyn Fn(f64) -> String + Send
         }
     }
 }
+
+/// One request a [`Receiver`] took.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Its path.
+    pub path: String,
+    /// Its `Idempotency-Key` header (empty when it had none).
+    pub key: String,
+    /// Its body, as JSON (null when it is not).
+    pub body: Json,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// A notification receiver on loopback (a webhook, Slack, PagerDuty stand-in): records every
+/// `POST` and answers the status set (200 at first), until dropped.
+pub struct Receiver {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    got: Arc<std::sync::Mutex<Vec<Received>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
+    }
+}
+
+impl Receiver {
+    /// Starts one.
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s, halt) = (got.clone(), status.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (g, s) = (g.clone(), s.clone());
+                std::thread::spawn(move || take(conn, &g, &s));
+            }
+        });
+        Receiver {
+            base: format!("http://{addr}"),
+            got,
+            status,
+            stop,
+        }
+    }
+
+    /// The requests it answered 2xx to, in order of arrival.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Answers `status` from now on (503: down).
+    pub fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+}
+
+fn take(
+    conn: TcpStream,
+    got: &std::sync::Mutex<Vec<Received>>,
+    status: &std::sync::atomic::AtomicU16,
+) {
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let (mut len, mut key) = (0usize, String::new());
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "idempotency-key" => key = v.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let code = status.load(Ordering::SeqCst);
+        if (200..300).contains(&code)
+            && let Ok(mut g) = got.lock()
+        {
+            g.push(Received {
+                path,
+                key,
+                body: serde_json::from_slice(&body).unwrap_or(Json::Null),
+                at: Instant::now(),
+            });
+        }
+        let reply = format!(
+            "HTTP/1.1 {code} X\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{{}}"
+        );
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

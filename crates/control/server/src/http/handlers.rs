@@ -245,6 +245,7 @@ pub(crate) async fn apply(
     if let Ok(resolved) = project.resolve(&env) {
         app.metrics.reconfigure(resolved.metrics);
     }
+    app.alerts.reconfigure(&project).await;
     let applied = AuditNote {
         target: Some(format!("generation {}", result.generation)),
         outcome: Some("succeeded"),

@@ -148,6 +148,9 @@ fn action_of(route: &str) -> Option<&'static str> {
         "/v1/runs/{id}/rerun" => "pipeline.rerun",
         "/v1/services/{service}/runs" => "cron.run",
         "/v1/annotations" => "annotation.add",
+        "/v1/alerts/ack" => "alert.ack",
+        "/v1/silences" => "silence.add",
+        "/v1/silences/{id}" => "silence.expire",
         "/v1/shutdown" => "daemon.stop",
         _ => return None,
     })

@@ -4,6 +4,7 @@
 //! everything but `/healthz`, bearer-token authentication. Handlers live in [`handlers`] and
 //! [`events`]; errors become responses only in [`error`].
 
+mod alerts;
 mod deploys;
 mod error;
 mod events;
@@ -51,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) restored: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Scraping, the metrics store and the query back-end.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Alert rules, their state and the notification outbox.
+    pub(crate) alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// What the control plane drives: workloads, deploys, pipelines.
@@ -59,6 +62,7 @@ pub(crate) struct Drivers {
     pub(crate) engine: slipway_deploy::Engine,
     pub(crate) pipelines: slipway_pipeline::Pipelines,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl AppState {
@@ -75,6 +79,7 @@ impl AppState {
             engine,
             pipelines,
             metrics,
+            alerts,
         } = drivers;
         AppState {
             store,
@@ -89,6 +94,7 @@ impl AppState {
             pipelines,
             restored: std::sync::Mutex::new(std::collections::HashSet::new()),
             metrics,
+            alerts,
         }
     }
 
@@ -152,6 +158,7 @@ fn digest(token: &str) -> [u8; 32] {
         (name = "services", description = "Service logs and runs"),
         (name = "deploys", description = "Releases, deployments, rollbacks and their controls"),
         (name = "pipelines", description = "Pipeline runs, approvals, freezes and DORA figures"),
+        (name = "alerts", description = "Alerts, their history, acknowledgements and silences"),
     )
 )]
 struct ApiDoc;
@@ -199,6 +206,11 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(runs::freeze))
         .routes(routes!(runs::unfreeze))
         .routes(routes!(runs::dora))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::history))
+        .routes(routes!(alerts::ack))
+        .routes(routes!(alerts::add_silence, alerts::list_silences))
+        .routes(routes!(alerts::expire_silence))
 }
 
 /// The OpenAPI document of the API (also served at `/openapi.json`).

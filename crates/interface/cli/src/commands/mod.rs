@@ -1,5 +1,6 @@
 //! One module per group of commands; [`run`] dispatches.
 
+mod alerts;
 pub(crate) mod daemon;
 mod demo;
 mod deploy;
@@ -48,6 +49,8 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
             deploy::control(ctx, "abort", json!({ "reason": reason })).await
         }
         Command::Metrics(cmd) => metrics::metrics(ctx, cmd).await,
+        Command::Alerts { cmd } => alerts::alerts(ctx, cmd).await,
+        Command::Silence(cmd) => alerts::silence(ctx, cmd).await,
         Command::Demo { keep } => demo::demo(ctx, keep).await,
         Command::Pipeline(cmd) => pipeline::pipeline(ctx, cmd).await,
         Command::Approve { run } => pipeline::approve(ctx, run).await,

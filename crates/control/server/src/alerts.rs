@@ -1,0 +1,164 @@
+//! The control plane's alerting: the rules of `[alerts.NAME]` and of the `[metrics]
+//! rule_files`, the channels of `[channels.NAME]` (endpoint URLs and keys from the secrets
+//! they name, taken from the environment of `slipway up`, never logged), and a loop that
+//! evaluates every rule each second against the metrics back-end and works the outbox.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_alerts::engine::{Alerting, Channel};
+use slipway_alerts::notify::{
+    Alertmanager, Endpoint, Notifier, PagerDuty, Slack, Telegram, Webhook,
+};
+use slipway_alerts::rule::Rule;
+use slipway_spec::Project;
+use slipway_spec::model::ChannelKind;
+use slipway_store::Store;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// See the module docs.
+pub(crate) struct Alerts {
+    pub(crate) engine: Mutex<Alerting>,
+    /// Why some rules or channels could not be built (shown by `slipway alerts`).
+    pub(crate) problems: std::sync::Mutex<Vec<String>>,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// The rules and channels of a project, and what could not be built.
+fn build(project: &Project) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut rules = Vec::new();
+    for (name, alert) in &project.config.alerts {
+        match Rule::from_spec(name, alert) {
+            Ok(r) => rules.push(r),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    for file in &project.rule_files {
+        match Rule::from_rule_file(file) {
+            Ok(r) => rules.extend(r),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let mut channels = HashMap::new();
+    for (name, c) in &project.config.channels {
+        let secret = c.secret.as_ref().and_then(|s| std::env::var(s).ok());
+        if let (Some(s), None) = (&c.secret, &secret) {
+            problems.push(format!(
+                "channel `{name}`: the secret `{s}` is not set in the environment of `slipway up`"
+            ));
+        }
+        // Where the channel's own URL is the secret (a Slack webhook URL), the secret is it;
+        // where the service has a fixed API, the secret is the key.
+        let url_or_secret = c.url.clone().or_else(|| secret.clone());
+        let notifier: Arc<dyn Notifier> = match c.kind {
+            ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Alertmanager => {
+                let Some(url) = url_or_secret else {
+                    problems.push(format!("channel `{name}` has no URL"));
+                    continue;
+                };
+                let e = Endpoint {
+                    url,
+                    key: None,
+                    chat: None,
+                };
+                match c.kind {
+                    ChannelKind::Slack => Arc::new(Slack::new(e)),
+                    ChannelKind::Alertmanager => Arc::new(Alertmanager::new(e)),
+                    _ => Arc::new(Webhook::new(e)),
+                }
+            }
+            ChannelKind::Pagerduty => Arc::new(PagerDuty::new(Endpoint {
+                url: c
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| "https://events.pagerduty.com".into()),
+                key: secret,
+                chat: None,
+            })),
+            ChannelKind::Telegram => Arc::new(Telegram::new(Endpoint {
+                url: c
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.telegram.org".into()),
+                key: secret,
+                chat: c.chat.clone(),
+            })),
+            ChannelKind::Email => {
+                problems.push(format!(
+                    "channel `{name}`: email is not delivered yet (use a webhook, Slack, PagerDuty or Telegram)"
+                ));
+                continue;
+            }
+        };
+        channels.insert(
+            name.clone(),
+            Channel {
+                notifier,
+                severities: c.severities.clone().unwrap_or_default(),
+            },
+        );
+    }
+    (rules, channels, problems)
+}
+
+impl Alerts {
+    /// Opens the engine (its state from the store) and starts the loop.
+    pub(crate) async fn start(
+        project: &Project,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        external_url: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Alerts>, slipway_store::StoreError> {
+        let (rules, channels, problems) = build(project);
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        let engine = Alerting::open(rules, channels, store, external_url).await?;
+        let alerts = Arc::new(Alerts {
+            engine: Mutex::new(engine),
+            problems: std::sync::Mutex::new(problems),
+        });
+        let this = alerts.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                let backend = metrics.backend();
+                let mut engine = this.engine.lock().await;
+                let now = now_ms();
+                if let Err(e) = engine.evaluate(backend.as_ref(), now).await {
+                    tracing::error!(error = %e, "cannot save the alerting state");
+                }
+                if let Err(e) = engine.deliver(now_ms()).await {
+                    tracing::error!(error = %e, "cannot work the notification outbox");
+                }
+            }
+        });
+        Ok(alerts)
+    }
+
+    /// Takes the project's rules and channels again (an apply).
+    pub(crate) async fn reconfigure(&self, project: &Project) {
+        let (rules, channels, problems) = build(project);
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        self.engine.lock().await.reconfigure(rules, channels);
+        if let Ok(mut p) = self.problems.lock() {
+            *p = problems;
+        }
+    }
+}
