@@ -231,8 +231,7 @@ pub enum Command {
     /// Metrics: PromQL queries, the series stored, the scrape targets' health.
     #[command(subcommand)]
     Metrics(MetricsCommand),
-    /// Alerts: what fires and waits (with the rules and the latest deliveries), the history,
-    /// acknowledgements.
+    /// Alerts: what fires and waits, the rules, deliveries, history, acknowledgements.
     #[command(
         after_help = "Examples:\n  slipway alerts\n  slipway alerts history --rule api_down\n  slipway alerts ack alertname=api_down\n  slipway --json alerts | jq '.alerts[] | select(.state == \"firing\")'"
     )]
