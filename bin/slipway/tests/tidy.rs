@@ -119,6 +119,32 @@ fn the_readme_example_file_is_valid() {
     );
 }
 
+#[test]
+fn every_example_is_valid() {
+    let examples = root().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples/") {
+        let file = entry.expect("entry").path().join("slipway.toml");
+        if !file.exists() {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("-f")
+            .arg(&file)
+            .arg("validate")
+            .output()
+            .expect("run slipway validate");
+        assert!(
+            out.status.success(),
+            "{} is invalid:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} examples found");
+}
+
 /// Stops a control plane a test started in `dir`, however the test ends.
 struct DownOnDrop<'a>(&'a Path);
 
