@@ -174,3 +174,91 @@ fn a_breach_reaches_a_webhook_within_for_plus_two_seconds_and_a_restart_neither_
     assert_eq!(unique.len(), keys.len(), "{keys:?}");
     drop(daemon);
 }
+
+/// `kill -9` of the control plane at ten points around a notification (before the scrape
+/// sees the breach, between deciding and sending, during the send, after it): after each
+/// restart the notification arrives; across all ten, each is decided once, and the receiver
+/// sees a key twice at most when the kill came between its delivery and its recording.
+#[test]
+fn kill_9_at_ten_points_around_a_notification_loses_none() {
+    const ROUNDS: usize = 10;
+    let high = Arc::new(AtomicU32::new(u32::MAX));
+    let h = high.clone();
+    let exporter = Exporter::start(move |_| {
+        let hot = h.load(Ordering::SeqCst);
+        let mut page = String::from("# TYPE queue_depth gauge\n");
+        for k in 0..ROUNDS as u32 {
+            let v = if hot != u32::MAX && k <= hot { 150 } else { 10 };
+            page.push_str(&format!("queue_depth{{queue=\"q{k}\"}} {v}\n"));
+        }
+        page
+    });
+    let receiver = Receiver::start();
+    let mut toml = format!(
+        r#"
+[project]
+name = "crashing"
+
+[services.worker]
+kind = "worker"
+start = "slipway-sample worker"
+
+[metrics]
+interval = "1s"
+targets = [{{ name = "app", url = "{}" }}]
+
+[channels.hook]
+type = "webhook"
+url = "{}/hook"
+"#,
+        exporter.url, receiver.base
+    );
+    // One rule per round, so each round's notification is its group's first (P1: at once).
+    for k in 0..ROUNDS {
+        toml.push_str(&format!(
+            "\n[alerts.q{k}]\nexpr = 'queue_depth{{queue=\"q{k}\"}} > 100'\nseverity = \"P1\"\nchannels = [\"hook\"]\n"
+        ));
+    }
+    let project = Project::new(&toml);
+    let mut daemon = project.start();
+    let mut seed: u64 = 0x00a1_e7_5eed;
+    for round in 0..ROUNDS {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 2500);
+        high.store(round as u32, Ordering::SeqCst);
+        std::thread::sleep(delay);
+        daemon.kill();
+        daemon = project.start();
+        let rule = format!("q{round}");
+        wait_for(
+            &format!("round {round}'s notification (killed {delay:?} after the breach)"),
+            Duration::from_secs(30),
+            || {
+                receiver
+                    .received()
+                    .iter()
+                    .any(|r| r.body["alerts"][0]["labels"]["alertname"] == rule.as_str())
+                    .then_some(())
+            },
+        );
+    }
+    let keys: Vec<String> = receiver.received().into_iter().map(|r| r.key).collect();
+    let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+    eprintln!(
+        "{} notifications received, {} distinct, after {ROUNDS} kills",
+        keys.len(),
+        unique.len()
+    );
+    assert_eq!(unique.len(), ROUNDS, "{keys:?}");
+    assert!(keys.len() - unique.len() <= ROUNDS, "{keys:?}");
+    // What the control plane recorded: each round decided once, all sent.
+    let view = project.json(&["alerts"]);
+    let deliveries = view["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), ROUNDS, "{view:#}");
+    assert!(deliveries.iter().all(|d| d["sent"].is_string()), "{view:#}");
+    let firing = view["alerts"].as_array().unwrap();
+    assert_eq!(firing.len(), ROUNDS);
+    drop(daemon);
+}

@@ -137,12 +137,17 @@ impl Alerts {
                     _ = shutdown.cancelled() => break,
                 }
                 let backend = metrics.backend();
-                let mut engine = this.engine.lock().await;
-                let now = now_ms();
-                if let Err(e) = engine.evaluate(backend.as_ref(), now).await {
-                    tracing::error!(error = %e, "cannot save the alerting state");
-                }
-                if let Err(e) = engine.deliver(now_ms()).await {
+                let (store, senders) = {
+                    let mut engine = this.engine.lock().await;
+                    if let Err(e) = engine.evaluate(backend.as_ref(), now_ms()).await {
+                        tracing::error!(error = %e, "cannot save the alerting state");
+                    }
+                    (engine.store(), engine.senders())
+                };
+                // Sent without holding the engine: the API reads it meanwhile.
+                if let Err(e) =
+                    slipway_alerts::engine::deliver(store.as_ref(), &senders, now_ms()).await
+                {
                     tracing::error!(error = %e, "cannot work the notification outbox");
                 }
             }

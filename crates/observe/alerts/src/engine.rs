@@ -256,54 +256,20 @@ impl Alerting {
 
     /// Sends what is due at `now` (ms); returns how many were delivered.
     pub async fn deliver(&self, now: i64) -> Result<usize, StoreError> {
-        let mut delivered = 0;
-        let mut failed_channels = std::collections::HashSet::new();
-        for e in self.store.due_notifications(now, 100).await? {
-            if failed_channels.contains(&e.channel) {
-                // An earlier one of this channel failed just now: keep the order.
-                continue;
-            }
-            let Ok(n) = serde_json::from_str::<Notification>(&e.payload) else {
-                self.store
-                    .notification_failed(
-                        e.seq,
-                        now + 86_400_000,
-                        "the queued notification cannot be read",
-                    )
-                    .await?;
-                continue;
-            };
-            let Some(channel) = self.channels.get(&e.channel) else {
-                self.store
-                    .notification_failed(
-                        e.seq,
-                        now + backoff_ms(e.attempts),
-                        &format!("no channel `{}` is configured", e.channel),
-                    )
-                    .await?;
-                failed_channels.insert(e.channel.clone());
-                continue;
-            };
-            match channel.notifier.send(&n).await {
-                Ok(()) => {
-                    self.store.notification_sent(e.seq, now).await?;
-                    delivered += 1;
-                }
-                Err(err) => {
-                    // A refusal (4xx) will not fix itself soon: try again at the slowest pace.
-                    let wait = if err.retryable {
-                        backoff_ms(e.attempts)
-                    } else {
-                        backoff_ms(9)
-                    };
-                    self.store
-                        .notification_failed(e.seq, now + wait, &err.message)
-                        .await?;
-                    failed_channels.insert(e.channel.clone());
-                }
-            }
-        }
-        Ok(delivered)
+        deliver(self.store.as_ref(), &self.senders(), now).await
+    }
+
+    /// The channels' senders, to [`deliver`] without holding the engine.
+    pub fn senders(&self) -> HashMap<String, Arc<dyn Notifier>> {
+        self.channels
+            .iter()
+            .map(|(k, c)| (k.clone(), c.notifier.clone()))
+            .collect()
+    }
+
+    /// The store it commits to.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     /// Acknowledges the firing groups with an alert matching all `matchers` (they stop
@@ -357,4 +323,61 @@ impl Alerting {
         self.store.commit_alerting(&state, &[], &[]).await?;
         Ok(found)
     }
+}
+
+/// Works the outbox at `now` (ms): each channel's due notifications in order, a failure
+/// holding back the channel's later ones; returns how many were delivered.
+pub async fn deliver(
+    store: &dyn Store,
+    channels: &HashMap<String, Arc<dyn Notifier>>,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let mut delivered = 0;
+    let mut failed_channels = std::collections::HashSet::new();
+    for e in store.due_notifications(now, 100).await? {
+        if failed_channels.contains(&e.channel) {
+            // An earlier one of this channel failed just now: keep the order.
+            continue;
+        }
+        let Ok(n) = serde_json::from_str::<Notification>(&e.payload) else {
+            store
+                .notification_failed(
+                    e.seq,
+                    now + 86_400_000,
+                    "the queued notification cannot be read",
+                )
+                .await?;
+            continue;
+        };
+        let Some(notifier) = channels.get(&e.channel) else {
+            store
+                .notification_failed(
+                    e.seq,
+                    now + backoff_ms(e.attempts),
+                    &format!("no channel `{}` is configured", e.channel),
+                )
+                .await?;
+            failed_channels.insert(e.channel.clone());
+            continue;
+        };
+        match notifier.send(&n).await {
+            Ok(()) => {
+                store.notification_sent(e.seq, now).await?;
+                delivered += 1;
+            }
+            Err(err) => {
+                // A refusal (4xx) will not fix itself soon: try again at the slowest pace.
+                let wait = if err.retryable {
+                    backoff_ms(e.attempts)
+                } else {
+                    backoff_ms(9)
+                };
+                store
+                    .notification_failed(e.seq, now + wait, &err.message)
+                    .await?;
+                failed_channels.insert(e.channel.clone());
+            }
+        }
+    }
+    Ok(delivered)
 }
