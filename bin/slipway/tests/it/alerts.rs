@@ -172,6 +172,18 @@ fn a_breach_reaches_a_webhook_within_for_plus_two_seconds_and_a_restart_neither_
     let keys: Vec<String> = receiver.received().into_iter().map(|r| r.key).collect();
     let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len(), "{keys:?}");
+
+    // A test notification goes out at once; a channel that does not exist is named.
+    project.ok(&["alerts", "test", "hook"]);
+    let last = receiver.received().pop().unwrap();
+    assert_eq!(last.body["alerts"][0]["labels"]["alertname"], "SlipwayTest");
+    let bad = project.run(&["alerts", "test", "hooks"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("no channel `hooks`") && stderr.contains("hook"),
+        "{stderr}"
+    );
     drop(daemon);
 }
 

@@ -760,6 +760,13 @@ pub struct SilenceBody {
     pub comment: String,
 }
 
+/// Body of `POST /v1/alerts/test`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TestBody {
+    /// The channel to send a test notification to.
+    pub channel: String,
+}
+
 /// Body of `POST /v1/alerts/ack`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AckBody {

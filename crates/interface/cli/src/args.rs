@@ -381,6 +381,12 @@ pub enum AlertsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Send a test notification to a channel now, to check its endpoint and secret.
+    #[command(after_help = "Examples:\n  slipway alerts test oncall")]
+    Test {
+        /// The channel (`[channels.NAME]`).
+        channel: String,
+    },
     /// Acknowledge the firing alerts matching every matcher: their groups stop repeating
     /// until they resolve.
     #[command(

@@ -13,7 +13,7 @@ use slipway_alerts::route::{Matcher, Silence};
 use slipway_alerts::state::Phase;
 use slipway_api::{
     AckBody, AlertHistoryParams, AlertHistoryView, AlertRuleView, AlertView, AlertsView,
-    DeliveryView, ErrorBody, SilenceBody, SilenceView,
+    DeliveryView, ErrorBody, SilenceBody, SilenceView, TestBody,
 };
 
 use super::AppState;
@@ -252,6 +252,90 @@ pub(crate) async fn ack(
         Json(serde_json::json!({ "acknowledged": n })),
     )
         .into_response())
+}
+
+/// Sends a test notification to a channel at once (not through the outbox), to check its
+/// endpoint and secret.
+#[utoipa::path(
+    post, path = "/v1/alerts/test", tag = "alerts",
+    request_body = TestBody,
+    responses(
+        (status = 200, description = "Delivered"),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 502, description = "The channel refused it or did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn test_channel(
+    State(app): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<TestBody>,
+) -> Result<Response, ApiError> {
+    let senders = app.alerts.engine.lock().await.senders();
+    let Some(notifier) = senders.get(&body.channel) else {
+        let mut known: Vec<&String> = senders.keys().collect();
+        known.sort();
+        let known: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no channel `{}`", body.channel),
+            Some(&if known.is_empty() {
+                "declare one under [channels.NAME] in slipway.toml".to_string()
+            } else {
+                format!("the channels are {}", known.join(", "))
+            }),
+        ));
+    };
+    let now = now_ms();
+    let labels = vec![
+        ("alertname".to_string(), "SlipwayTest".to_string()),
+        ("severity".to_string(), "P4".to_string()),
+    ];
+    let n = Notification {
+        id: format!("test-{now}"),
+        group_key: "{}:{alertname=\"SlipwayTest\"}".into(),
+        receiver: body.channel.clone(),
+        status: Status::Firing,
+        group_labels: vec![labels[0].clone()],
+        common_labels: labels.clone(),
+        common_annotations: vec![],
+        alerts: vec![slipway_alerts::notify::AlertItem {
+            status: Status::Firing,
+            labels,
+            annotations: vec![(
+                "summary".into(),
+                "a test notification from `slipway alerts test`".into(),
+            )],
+            starts_at: now,
+            ends_at: None,
+            generator_url: String::new(),
+        }],
+        external_url: format!("http://{}", app.control.listen),
+        reason: "test".into(),
+    };
+    let note = |outcome: &'static str| AuditNote {
+        action: Some("alert.test"),
+        target: Some(body.channel.clone()),
+        outcome: Some(outcome),
+        ..Default::default()
+    };
+    match notifier.send(&n).await {
+        Ok(()) => Ok((
+            AuditNotes::one(note("succeeded")),
+            Json(serde_json::json!({ "channel": body.channel, "delivered": true })),
+        )
+            .into_response()),
+        Err(e) => {
+            let mut res = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("channel `{}`: {}", body.channel, e.message),
+                Some("check its URL and secret; `slipway alerts` lists what failed"),
+            )
+            .into_response();
+            res.extensions_mut()
+                .insert(AuditNotes(vec![note("failed")]));
+            Ok(res)
+        }
+    }
 }
 
 /// Adds a silence: alerts matching every matcher are not notified until it ends.

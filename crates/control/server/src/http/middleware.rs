@@ -149,6 +149,7 @@ fn action_of(route: &str) -> Option<&'static str> {
         "/v1/services/{service}/runs" => "cron.run",
         "/v1/annotations" => "annotation.add",
         "/v1/alerts/ack" => "alert.ack",
+        "/v1/alerts/test" => "alert.test",
         "/v1/silences" => "silence.add",
         "/v1/silences/{id}" => "silence.expire",
         "/v1/shutdown" => "daemon.stop",

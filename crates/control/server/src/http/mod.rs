@@ -209,6 +209,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(alerts::list))
         .routes(routes!(alerts::history))
         .routes(routes!(alerts::ack))
+        .routes(routes!(alerts::test_channel))
         .routes(routes!(alerts::add_silence, alerts::list_silences))
         .routes(routes!(alerts::expire_silence))
 }

@@ -149,6 +149,22 @@ pub(crate) async fn alerts(ctx: &Context, cmd: Option<AlertsCommand>) -> Result<
             println!("{t}");
             Ok(0)
         }
+        Some(AlertsCommand::Test { channel }) => {
+            let r: serde_json::Value = client
+                .post(
+                    "/v1/alerts/test",
+                    &slipway_api::TestBody {
+                        channel: channel.clone(),
+                    },
+                )
+                .await?;
+            if ctx.json {
+                output::json(&r);
+            } else {
+                println!("a test notification went to `{channel}`");
+            }
+            Ok(0)
+        }
         Some(AlertsCommand::Ack { matchers }) => {
             let r: serde_json::Value = client.post("/v1/alerts/ack", &AckBody { matchers }).await?;
             if ctx.json {
