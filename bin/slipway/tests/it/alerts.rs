@@ -24,6 +24,9 @@ start = "slipway-sample worker"
 interval = "1s"
 targets = [{{ name = "app", url = "{exporter}" }}]
 
+[alerting]
+builtin = false
+
 [alerts.high_queue_depth]
 expr = 'queue_depth > 100'
 for = "2s"
@@ -219,6 +222,9 @@ start = "slipway-sample worker"
 interval = "1s"
 targets = [{{ name = "app", url = "{}" }}]
 
+[alerting]
+builtin = false
+
 [channels.hook]
 type = "webhook"
 url = "{}/hook"
@@ -233,7 +239,7 @@ url = "{}/hook"
     }
     let project = Project::new(&toml);
     let mut daemon = project.start();
-    let mut seed: u64 = 0x00a1_e7_5eed;
+    let mut seed: u64 = 0x0000_a1e7_5eed;
     for round in 0..ROUNDS {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -273,4 +279,52 @@ url = "{}/hook"
     let firing = view["alerts"].as_array().unwrap();
     assert_eq!(firing.len(), ROUNDS);
     drop(daemon);
+}
+
+/// Slipway's own rules need no writing: a service that keeps crashing pages the channels that
+/// take P2, with a summary that says what to run.
+#[test]
+fn a_crash_looping_service_raises_the_builtin_alert() {
+    let receiver = Receiver::start();
+    let project = Project::new(&format!(
+        r#"
+[project]
+name = "crashy"
+
+[services.flaky]
+kind = "worker"
+start = "sh -c 'sleep 0.2; exit 3'"
+restart = {{ policy = "always", backoff = "100ms", max_backoff = "200ms", crashloop_restarts = 1000 }}
+
+[metrics]
+interval = "1s"
+
+[channels.hook]
+type = "webhook"
+url = "{}/hook"
+"#,
+        receiver.base
+    ));
+    let _daemon = project.start_with_env(&[]);
+    let got = wait_for("the crash-looping alert", Duration::from_secs(60), || {
+        receiver
+            .received()
+            .into_iter()
+            .find(|r| r.body["alerts"][0]["labels"]["alertname"] == "slipway_crash_looping")
+    });
+    let alert = &got.body["alerts"][0];
+    assert_eq!(alert["labels"]["service"], "flaky");
+    assert_eq!(alert["labels"]["severity"], "P2");
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.starts_with("flaky (local) restarted"), "{summary}");
+    let rules = project.json(&["alerts"])["rules"].clone();
+    assert!(
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "slipway_instance_down"
+                && r["source"].as_str().unwrap().starts_with("built in")),
+        "{rules:#}"
+    );
 }

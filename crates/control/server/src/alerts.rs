@@ -31,10 +31,67 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// Slipway's own rules, on its own series (`[alerting] builtin = false` turns them off; a
+/// rule of the file with the same name replaces one).
+const BUILTIN: [(&str, &str); 4] = [
+    (
+        "slipway_crash_looping",
+        r#"expr = 'increase(slipway_service_restarts_total[10m]) > 3'
+severity = "P2"
+summary = "{{ $labels.service }} ({{ $labels.environment }}) restarted {{ $value }} times in 10 minutes"
+description = "`slipway logs {{ $labels.service }}` shows why it exits"
+"#,
+    ),
+    (
+        "slipway_instance_down",
+        r#"expr = 'slipway_instance_up == 0'
+for = "1m"
+severity = "P2"
+summary = "instance {{ $labels.instance }} of {{ $labels.service }} ({{ $labels.environment }}) has been down for a minute"
+"#,
+    ),
+    (
+        "slipway_deploy_rolled_back",
+        r#"expr = 'increase(slipway_deployments_total{outcome="rolled_back"}[10m]) > 0'
+severity = "P3"
+summary = "a deploy to {{ $labels.environment }} was rolled back"
+description = "`slipway deployments` says why"
+"#,
+    ),
+    (
+        "slipway_cron_failed",
+        r#"expr = 'slipway_cron_last_run_success == 0'
+severity = "P3"
+summary = "the last run of {{ $labels.service }} ({{ $labels.environment }}) failed"
+description = "`slipway status` has its history; `slipway logs {{ $labels.service }}` its output"
+"#,
+    ),
+];
+
+/// The built-in rules as rules.
+fn builtin_rules() -> Vec<Rule> {
+    BUILTIN
+        .iter()
+        .filter_map(|(name, text)| {
+            let alert: slipway_spec::model::Alert = toml::from_str(text).ok()?;
+            let mut rule = Rule::from_spec(name, &alert).ok()?;
+            rule.source = "built in ([alerting] builtin = false turns it off)".into();
+            Some(rule)
+        })
+        .collect()
+}
+
 /// The rules and channels of a project, and what could not be built.
 fn build(project: &Project) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>) {
     let mut problems = Vec::new();
     let mut rules = Vec::new();
+    if project.config.alerting.builtin != Some(false) {
+        rules.extend(
+            builtin_rules()
+                .into_iter()
+                .filter(|r| !project.config.alerts.contains_key(&r.name)),
+        );
+    }
     for (name, alert) in &project.config.alerts {
         match Rule::from_spec(name, alert) {
             Ok(r) => rules.push(r),
@@ -165,5 +222,13 @@ impl Alerts {
         if let Ok(mut p) = self.problems.lock() {
             *p = problems;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_builtin_rule_builds() {
+        assert_eq!(super::builtin_rules().len(), super::BUILTIN.len());
     }
 }

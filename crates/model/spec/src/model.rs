@@ -92,6 +92,9 @@ pub struct Config {
     /// Notification channels alerts and pipelines report to.
     #[serde(default)]
     pub channels: IndexMap<String, Channel>,
+    /// Settings of alerting as a whole.
+    #[serde(default)]
+    pub alerting: Alerting,
 }
 
 /// `[project]`.
@@ -262,6 +265,15 @@ pub struct ServiceMetrics {
     pub interval: Option<Duration>,
     /// Port on the instance (default its `$PORT`; a worker needs one).
     pub port: Option<u16>,
+}
+
+/// `[alerting]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alerting {
+    /// Slipway's own rules (a service crash-looping, an instance down, a deploy rolled back,
+    /// a cron run failed); default true.
+    pub builtin: Option<bool>,
 }
 
 /// `[metrics]`.
