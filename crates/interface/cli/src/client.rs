@@ -181,21 +181,18 @@ impl Client {
 
     /// `DELETE path`, ignoring the answer's body.
     pub(crate) async fn delete(&self, path: &str) -> Result<(), CliError> {
-        let res = self
-            .request(reqwest::Method::DELETE, path)
-            .send()
-            .await
-            .map_err(Self::transport)?;
-        if res.status().is_success() {
-            return Ok(());
-        }
-        Self::decode::<serde_json::Value>(res).await.map(|_| ())
+        self.bodiless(reqwest::Method::DELETE, path).await
     }
 
     /// `POST path` without a body, ignoring the answer's body.
     pub(crate) async fn post_empty(&self, path: &str) -> Result<(), CliError> {
+        self.bodiless(reqwest::Method::POST, path).await
+    }
+
+    /// A call without a body whose answer's body does not matter (but its error does).
+    async fn bodiless(&self, method: reqwest::Method, path: &str) -> Result<(), CliError> {
         let res = self
-            .request(reqwest::Method::POST, path)
+            .request(method, path)
             .send()
             .await
             .map_err(Self::transport)?;

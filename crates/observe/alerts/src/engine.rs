@@ -179,10 +179,7 @@ impl Alerting {
                         at,
                     } => (labels, *value, Status::Resolved, *fired_at, Some(*at)),
                 };
-                let pairs: Vec<(String, String)> = labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
+                let pairs = crate::rule::pairs(labels);
                 history.push(NewAlertEvent {
                     time_ms: now,
                     rule: rule.name.clone(),

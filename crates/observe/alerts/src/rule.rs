@@ -156,10 +156,7 @@ impl Rule {
     /// rule's labels rendered over them, `alertname` and `severity`.
     pub fn alert_labels(&self, series: &Labels, value: f64, external_url: &str) -> Labels {
         let mut out = series.without_name();
-        let pairs: Vec<(String, String)> = out
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let pairs = pairs(&out);
         let cx = Context {
             labels: &pairs,
             value,
@@ -180,10 +177,7 @@ impl Rule {
         value: f64,
         external_url: &str,
     ) -> Vec<(String, String)> {
-        let pairs: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let pairs = pairs(labels);
         let cx = Context {
             labels: &pairs,
             value,
@@ -206,6 +200,14 @@ impl Rule {
         }
         out
     }
+}
+
+/// A label set as owned pairs (what templates read).
+pub fn pairs(labels: &Labels) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A severity from the words Prometheus rules use for it.

@@ -103,10 +103,7 @@ impl RuleState {
             let key = labels.to_string();
             seen.insert(key.clone());
             let a = self.alerts.entry(key).or_insert_with(|| Instance {
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                labels: crate::rule::pairs(labels),
                 phase: Phase::Pending,
                 active_at: now,
                 fired_at: None,

@@ -132,31 +132,17 @@ impl Prometheus {
         let file = dir.join("prometheus.yml");
         std::fs::write(&file, config).expect("write prometheus.yml");
         let port = free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", file.display()))
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.join("tsdb").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
-        let p = Prometheus {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if get(&format!("{}/-/ready", p.base), &[]).is_some_and(|(s, _)| s == 200) {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "prometheus did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .args(flags);
+        let base = format!("http://127.0.0.1:{port}");
+        let child = start_ready(cmd, &dir.join("prometheus.log"), &base);
+        Prometheus { child, base }
     }
 }
 
@@ -189,34 +175,45 @@ impl Alertmanager {
         std::fs::write(&file, config).expect("write alertmanager.yml");
         let port = free_port();
         let cluster = free_port();
-        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", file.display()))
+        let mut cmd = Command::new("prometheus-alertmanager");
+        cmd.arg(format!("--config.file={}", file.display()))
             .arg(format!(
                 "--storage.path={}",
                 dir.join("alertmanager").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--cluster.listen-address=127.0.0.1:{cluster}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("alertmanager starts");
-        let a = Alertmanager {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if get(&format!("{}/-/ready", a.base), &[]).is_some_and(|(s, _)| s == 200) {
-                return a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "alertmanager did not become ready"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            .arg(format!("--cluster.listen-address=127.0.0.1:{cluster}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let child = start_ready(cmd, &dir.join("alertmanager.log"), &base);
+        Alertmanager { child, base }
+    }
+}
+
+/// Starts `cmd` (its stderr to `log`) and waits until `base/-/ready` answers 200, as
+/// Prometheus and Alertmanager say they are ready.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to a guard whose Drop kills and waits for it"
+)]
+fn start_ready(mut cmd: Command, log: &Path, base: &str) -> Child {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let log = std::fs::File::create(log).expect("log");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if get(&format!("{base}/-/ready"), &[]).is_some_and(|(s, _)| s == 200) {
+            return child;
         }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

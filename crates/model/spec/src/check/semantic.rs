@@ -688,19 +688,12 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     /// A template at `path`: an error points into the string.
     fn template_at(&mut self, path: &KeyPath, text: &str) {
         if let Err(e) = crate::template::Template::parse(text) {
-            let span = self.locator.value_span(path).map(|r| {
-                let raw = &self.source.text[r.clone()];
-                let at = r.start + raw_offset(raw, e.offset);
-                at..(at + 1).min(r.end.max(at + 1))
-            });
-            let d = self.source.diagnostic(
-                Level::Error,
-                span.unwrap_or(0..0),
-                path.to_string(),
+            self.error_inside(
+                path,
+                e.offset,
                 format!("invalid template: {}", e.message),
-                Some(e.hint),
+                e.hint,
             );
-            self.out.push(d);
         }
     }
 
@@ -863,20 +856,30 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     /// parser could not take.
     fn promql_at(&mut self, path: &KeyPath, expr: &str) {
         if let Err(e) = crate::promql::parse(expr) {
-            let span = self.locator.value_span(path).map(|r| {
-                let raw = &self.source.text[r.clone()];
-                let at = r.start + raw_offset(raw, e.offset);
-                at..(at + 1).min(r.end.max(at + 1))
-            });
-            let d = self.source.diagnostic(
-                Level::Error,
-                span.unwrap_or(0..0),
-                path.to_string(),
+            self.error_inside(
+                path,
+                e.offset,
                 format!("invalid PromQL: {}", e.message),
-                Some("see https://prometheus.io/docs/prometheus/latest/querying/basics/".into()),
+                "see https://prometheus.io/docs/prometheus/latest/querying/basics/".into(),
             );
-            self.out.push(d);
         }
+    }
+
+    /// An error at byte `offset` of the string value at `path` (the character there marked).
+    fn error_inside(&mut self, path: &KeyPath, offset: usize, message: String, hint: String) {
+        let span = self.locator.value_span(path).map(|r| {
+            let raw = &self.source.text[r.clone()];
+            let at = r.start + raw_offset(raw, offset);
+            at..(at + 1).min(r.end.max(at + 1))
+        });
+        let d = self.source.diagnostic(
+            Level::Error,
+            span.unwrap_or(0..0),
+            path.to_string(),
+            message,
+            Some(hint),
+        );
+        self.out.push(d);
     }
 
     fn metrics(&mut self) {
