@@ -110,18 +110,21 @@ pub fn require_prometheus() {
     }
 }
 
-/// A Prometheus server in a folder, killed when dropped.
-pub struct Prometheus {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
+/// A child process killed (and waited for) when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A Prometheus server in a folder, killed when dropped.
+pub struct Prometheus {
+    _process: Process,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
 }
 
 impl Prometheus {
@@ -141,23 +144,16 @@ impl Prometheus {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .args(flags);
         let base = format!("http://127.0.0.1:{port}");
-        let child = start_ready(cmd, &dir.join("prometheus.log"), &base);
-        Prometheus { child, base }
+        let _process = start_ready(cmd, &dir.join("prometheus.log"), &base);
+        Prometheus { _process, base }
     }
 }
 
 /// A real Alertmanager (Debian's `prometheus-alertmanager`) in a folder, killed when dropped.
 pub struct Alertmanager {
-    child: Child,
+    _process: Process,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Alertmanager {
@@ -184,35 +180,29 @@ impl Alertmanager {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg(format!("--cluster.listen-address=127.0.0.1:{cluster}"));
         let base = format!("http://127.0.0.1:{port}");
-        let child = start_ready(cmd, &dir.join("alertmanager.log"), &base);
-        Alertmanager { child, base }
+        let _process = start_ready(cmd, &dir.join("alertmanager.log"), &base);
+        Alertmanager { _process, base }
     }
 }
 
 /// Starts `cmd` (its stderr to `log`) and waits until `base/-/ready` answers 200, as
 /// Prometheus and Alertmanager say they are ready.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is returned to a guard whose Drop kills and waits for it"
-)]
-fn start_ready(mut cmd: Command, log: &Path, base: &str) -> Child {
+fn start_ready(mut cmd: Command, log: &Path, base: &str) -> Process {
     let name = cmd.get_program().to_string_lossy().into_owned();
     let log = std::fs::File::create(log).expect("log");
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+    let process = Process(
+        cmd.stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}")),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if get(&format!("{base}/-/ready"), &[]).is_some_and(|(s, _)| s == 200) {
-            return child;
+            return process;
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} did not become ready");
-        }
+        // Dropped by the panic: killed and waited for.
+        assert!(Instant::now() < deadline, "{name} did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
