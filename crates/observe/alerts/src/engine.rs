@@ -144,7 +144,8 @@ impl Alerting {
         let before = self.saved.rules.len();
         self.saved.rules.retain(|k, _| names.contains(k.as_str()));
         changed |= before != self.saved.rules.len();
-        let rules = self.rules.clone();
+        // Taken out for the loop (it borrows the rest of `self`), put back after it.
+        let rules = std::mem::take(&mut self.rules);
         for rule in &rules {
             let state = self.saved.rules.entry(rule.name.clone()).or_default();
             let shape = |s: &RuleState| -> Vec<(String, crate::state::Phase)> {
@@ -221,6 +222,7 @@ impl Alerting {
                 changed = true;
             }
         }
+        self.rules = rules;
         self.saved.silences.retain(|s| s.ends_at > now);
         let timing = Timing::default_for;
         let notifications: Vec<Notification> = self.saved.router.due(

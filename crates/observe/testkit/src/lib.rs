@@ -492,8 +492,9 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// A notification receiver on loopback (a webhook, Slack, PagerDuty stand-in): records every
-/// `POST` and answers the status set (200 at first), until dropped.
+/// A notification receiver on loopback (a webhook, Slack, PagerDuty stand-in): answers every
+/// `POST` with the status set (200 at first) and records those it answered 2xx, until
+/// dropped.
 pub struct Receiver {
     /// `http://127.0.0.1:PORT`.
     pub base: String,

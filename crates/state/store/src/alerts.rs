@@ -2,7 +2,7 @@
 //! what alerts did, and the outbox of notifications.
 
 /// A history row to append.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct NewAlertEvent {
     /// When (ms).
     pub time_ms: i64,
@@ -25,28 +25,9 @@ pub struct NewAlertEvent {
 pub struct AlertEvent {
     /// Its id.
     pub id: i64,
-    /// The rest.
+    /// The rest, as it was appended.
     #[serde(flatten)]
-    pub event: AlertEventFields,
-}
-
-/// A history row's fields (as [`NewAlertEvent`], serialisable).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct AlertEventFields {
-    /// When (ms).
-    pub time_ms: i64,
-    /// The rule.
-    pub rule: String,
-    /// `fired`, `resolved` or `acknowledged`.
-    pub status: String,
-    /// `P1`…`P4`.
-    pub severity: String,
-    /// The alert's labels.
-    pub labels: serde_json::Value,
-    /// The condition's value.
-    pub value: Option<f64>,
-    /// Who.
-    pub actor: Option<String>,
+    pub event: NewAlertEvent,
 }
 
 /// Which history rows to read (newest first).

@@ -633,9 +633,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 mod alerts;
-pub use alerts::{
-    AlertEvent, AlertEventFields, AlertHistoryQuery, NewAlertEvent, NewNotification, OutboxEntry,
-};
+pub use alerts::{AlertEvent, AlertHistoryQuery, NewAlertEvent, NewNotification, OutboxEntry};
 
 fn millis_to_time(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)

@@ -15,10 +15,10 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::{
-    AlertEvent, AlertEventFields, AlertHistoryQuery, AppliedConfig, AuditEntry, AuditQuery,
-    DeploymentRecord, DeploymentUpdate, EnvironmentState, Event, EventLevel, EventQuery,
-    NewAlertEvent, NewAudit, NewDeployment, NewEvent, NewNotification, NewRelease, NewRun,
-    OutboxEntry, ReleaseRecord, RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
+    AlertEvent, AlertHistoryQuery, AppliedConfig, AuditEntry, AuditQuery, DeploymentRecord,
+    DeploymentUpdate, EnvironmentState, Event, EventLevel, EventQuery, NewAlertEvent, NewAudit,
+    NewDeployment, NewEvent, NewNotification, NewRelease, NewRun, OutboxEntry, ReleaseRecord,
+    RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -805,7 +805,7 @@ impl Store for SqliteStore {
                 id: r
                     .try_get("id")
                     .map_err(query_error("reading alert history"))?,
-                event: AlertEventFields {
+                event: NewAlertEvent {
                     time_ms: r
                         .try_get("time_ms")
                         .map_err(query_error("reading alert history"))?,

@@ -35,6 +35,16 @@ const HEADER_LEN: usize = 5;
 /// The format tag of this encoding (XOR values, delta-of-delta timestamps).
 const FORMAT_XOR: u8 = 1;
 
+/// The sample count and the bit stream of bytes written by [`Chunk::bytes`]; None if the
+/// header is not this format's.
+fn split_header(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let (header, data) = bytes.split_at_checked(HEADER_LEN)?;
+    let &[tag, c0, c1, c2, c3] = header else {
+        return None;
+    };
+    (tag == FORMAT_XOR).then_some((u32::from_be_bytes([c0, c1, c2, c3]), data))
+}
+
 /// An appendable chunk of (timestamp ms, f64) samples, timestamps strictly increasing.
 ///
 /// It holds the bit stream, the sample count and the encoder state needed to append.
@@ -63,14 +73,7 @@ impl Chunk {
     /// does not hold the counted samples, when timestamps do not increase, or when
     /// anything (other than zero padding) follows the last sample.
     pub fn from_bytes(bytes: &[u8]) -> Option<Chunk> {
-        let (header, data) = bytes.split_at_checked(HEADER_LEN)?;
-        let &[tag, c0, c1, c2, c3] = header else {
-            return None;
-        };
-        if tag != FORMAT_XOR {
-            return None;
-        }
-        let count = u32::from_be_bytes([c0, c1, c2, c3]);
+        let (count, data) = split_header(bytes)?;
 
         let mut reader = BitReader::new(data);
         let mut state = State::default();
@@ -107,14 +110,7 @@ impl Chunk {
     /// the bytes (what a query needs of a chunk on disk: no appendable chunk rebuilt, so
     /// the stream is decoded once). None, with `out` as it was, if they are corrupt.
     pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
-        let (header, data) = bytes.split_at_checked(HEADER_LEN)?;
-        let &[tag, c0, c1, c2, c3] = header else {
-            return None;
-        };
-        if tag != FORMAT_XOR {
-            return None;
-        }
-        let count = u32::from_be_bytes([c0, c1, c2, c3]);
+        let (count, data) = split_header(bytes)?;
         let before = out.len();
         out.reserve(count as usize);
         let mut reader = BitReader::new(data);
