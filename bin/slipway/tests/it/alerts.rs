@@ -328,3 +328,103 @@ url = "{}/hook"
         "{rules:#}"
     );
 }
+
+/// An email channel end to end: STARTTLS to a real SMTP server (aiosmtpd) whose certificate
+/// comes from the project's own CA file, logged in with a password from a secret, the firing
+/// and resolved messages in one thread.
+#[test]
+fn an_email_channel_mails_through_a_real_smtp_server() {
+    let depth = Arc::new(AtomicU32::new(150));
+    let d = depth.clone();
+    let exporter = Exporter::start(move |_| {
+        format!(
+            "# TYPE queue_depth gauge\nqueue_depth{{queue=\"jobs\"}} {}\n",
+            d.load(Ordering::SeqCst)
+        )
+    });
+    let mail = tempfile::tempdir().unwrap();
+    let smtp = slipway_metrics_testkit::Smtp::start(mail.path());
+    let project = Project::new(&format!(
+        r#"
+[project]
+name = "mailing"
+
+[services.worker]
+kind = "worker"
+start = "slipway-sample worker"
+
+[secrets]
+SMTP_PASSWORD = "the relay's password"
+
+[metrics]
+interval = "1s"
+targets = [{{ name = "app", url = "{exporter}" }}]
+
+[alerting]
+builtin = false
+
+[alerting.P2]
+group_interval = "1s"                   # the resolved message at once, not a minute later
+
+[alerts.high_queue_depth]
+expr = 'queue_depth > 100'
+for = "1s"
+severity = "P2"
+channels = ["oncall"]
+summary = "{{{{ $labels.queue }}}} queue at {{{{ $value }}}}"
+
+[channels.oncall]
+type = "email"
+smtp = "localhost:{port}"
+user = "{user}"
+secret = "SMTP_PASSWORD"
+ca = "relay-ca.pem"
+from = "Slipway <alerts@example.com>"
+to = ["oncall@example.com"]
+"#,
+        exporter = exporter.url,
+        port = smtp.port,
+        user = smtp.user,
+    ));
+    std::fs::write(project.dir.path().join("relay-ca.pem"), &smtp.cert_pem).unwrap();
+    project.ok(&["validate"]);
+    let daemon = project.start_with_env(&[("SMTP_PASSWORD", &smtp.password)]);
+    let first = wait_for("the email", Duration::from_secs(30), || {
+        smtp.received().into_iter().next()
+    });
+    assert_eq!(first["tls"], true);
+    assert_eq!(first["auth_user"], smtp.user.as_str());
+    assert_eq!(first["rcpt_tos"], serde_json::json!(["oncall@example.com"]));
+    let subject = first["subject"].as_str().unwrap();
+    assert!(
+        subject.starts_with("[FIRING:1] P2 high_queue_depth"),
+        "{subject}"
+    );
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .contains("jobs queue at 150")
+    );
+
+    depth.store(10, Ordering::SeqCst);
+    let resolved = wait_for("the resolved email", Duration::from_secs(30), || {
+        smtp.received().into_iter().nth(1)
+    });
+    assert!(
+        resolved["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED]")
+    );
+    assert_eq!(resolved["references"], first["references"]);
+    // The password is in no output of the control plane.
+    drop(daemon);
+    for entry in std::fs::read_dir(project.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let log = std::fs::read_to_string(&path).unwrap();
+            assert!(!log.contains(&smtp.password), "{}", path.display());
+        }
+    }
+}

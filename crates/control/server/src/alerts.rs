@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use slipway_alerts::email::{Email, Security, Smtp};
 use slipway_alerts::engine::{Alerting, Channel};
 use slipway_alerts::notify::{
     Alertmanager, Endpoint, Notifier, PagerDuty, Slack, Telegram, Webhook,
 };
+use slipway_alerts::route::Routing;
 use slipway_alerts::rule::Rule;
 use slipway_spec::Project;
-use slipway_spec::model::ChannelKind;
+use slipway_spec::model::{ChannelKind, SmtpTls, smtp_address};
 use slipway_store::Store;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -149,10 +151,46 @@ fn build(project: &Project) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>
                 chat: c.chat.clone(),
             })),
             ChannelKind::Email => {
-                problems.push(format!(
-                    "channel `{name}`: email is not delivered yet (use a webhook, Slack, PagerDuty or Telegram)"
-                ));
-                continue;
+                let Some((host, port)) = c.smtp.as_deref().and_then(smtp_address) else {
+                    problems.push(format!("channel `{name}` has no SMTP server"));
+                    continue;
+                };
+                let security = match c.tls {
+                    Some(SmtpTls::None) => Security::None,
+                    Some(SmtpTls::Tls) => Security::Tls,
+                    Some(SmtpTls::Starttls) => Security::StartTls,
+                    None if port == 465 => Security::Tls,
+                    None => Security::StartTls,
+                };
+                let mut extra_roots = Vec::new();
+                if let Some(ca) = &c.ca {
+                    match std::fs::read_to_string(project.dir.join(ca)) {
+                        Ok(pem) => extra_roots.push(pem),
+                        Err(e) => {
+                            problems.push(format!(
+                                "channel `{name}`: the CA file `{ca}` cannot be read: {e}"
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                let smtp = Smtp {
+                    host: host.to_string(),
+                    port,
+                    security,
+                    user: c.user.clone(),
+                    password: secret,
+                    from: c.from.clone().unwrap_or_else(default_sender),
+                    to: c.to.clone(),
+                    extra_roots,
+                };
+                match Email::new(smtp) {
+                    Ok(e) => Arc::new(e),
+                    Err(e) => {
+                        problems.push(format!("channel `{name}`: {e}"));
+                        continue;
+                    }
+                }
             }
         };
         channels.insert(
@@ -164,6 +202,16 @@ fn build(project: &Project) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>
         );
     }
     (rules, channels, problems)
+}
+
+/// `slipway@HOST`, the sender of email channels that name none.
+fn default_sender() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".into());
+    format!("slipway@{host}")
 }
 
 impl Alerts {
@@ -179,7 +227,8 @@ impl Alerts {
         for p in &problems {
             tracing::warn!("{p}");
         }
-        let engine = Alerting::open(rules, channels, store, external_url).await?;
+        let mut engine = Alerting::open(rules, channels, store, external_url).await?;
+        engine.set_routing(Routing::from_spec(&project.config.alerting));
         let alerts = Arc::new(Alerts {
             engine: Mutex::new(engine),
             problems: std::sync::Mutex::new(problems),
@@ -218,7 +267,9 @@ impl Alerts {
         for p in &problems {
             tracing::warn!("{p}");
         }
-        self.engine.lock().await.reconfigure(rules, channels);
+        let mut engine = self.engine.lock().await;
+        engine.reconfigure(rules, channels);
+        engine.set_routing(Routing::from_spec(&project.config.alerting));
         if let Ok(mut p) = self.problems.lock() {
             *p = problems;
         }

@@ -274,6 +274,89 @@ pub struct Alerting {
     /// Slipway's own rules (a service crash-looping, an instance down, a deploy rolled back,
     /// a cron run failed); default true.
     pub builtin: Option<bool>,
+    /// The labels alerts are grouped by into one notification per channel (default
+    /// `["alertname"]`: a hundred instances breaching one rule are one message).
+    pub group_by: Option<Vec<String>>,
+    /// How P1 groups are timed (default: at once, changes every 30s, repeat every 15m until
+    /// acknowledged).
+    #[serde(rename = "P1")]
+    pub p1: Option<GroupTiming>,
+    /// How P2 groups are timed (default: at once, changes every 1m, repeat every 1h).
+    #[serde(rename = "P2")]
+    pub p2: Option<GroupTiming>,
+    /// How P3 groups are timed (default: wait 10s, changes every 5m, repeat every 4h).
+    #[serde(rename = "P3")]
+    pub p3: Option<GroupTiming>,
+    /// How P4 groups are timed (default: wait 1m, changes every 30m, never repeated).
+    #[serde(rename = "P4")]
+    pub p4: Option<GroupTiming>,
+}
+
+impl Alerting {
+    /// The timing written for `severity`, if any.
+    pub fn timing(&self, severity: Severity) -> Option<&GroupTiming> {
+        match severity {
+            Severity::P1 => self.p1.as_ref(),
+            Severity::P2 => self.p2.as_ref(),
+            Severity::P3 => self.p3.as_ref(),
+            Severity::P4 => self.p4.as_ref(),
+        }
+    }
+}
+
+/// `[alerting.P1]`…: when a severity's groups are notified (what is left out keeps its
+/// default).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupTiming {
+    /// Wait this long for siblings before a new group's first notification.
+    pub group_wait: Option<Duration>,
+    /// Least time between two notifications of a group that changed (a resolved alert, a
+    /// new one).
+    pub group_interval: Option<Duration>,
+    /// Repeat a group that still fires this often, or `"never"`.
+    pub repeat_interval: Option<Repeat>,
+}
+
+/// A repeat interval: a duration, or `"never"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Repeat(pub Option<std::time::Duration>);
+
+impl TryFrom<String> for Repeat {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.trim() == "never" {
+            return Ok(Repeat(None));
+        }
+        s.parse::<Duration>()
+            .map(|d| Repeat(Some(d.0)))
+            .map_err(|e| format!("{e}, or \"never\""))
+    }
+}
+
+impl From<Repeat> for String {
+    fn from(r: Repeat) -> String {
+        match r.0 {
+            None => "never".into(),
+            Some(d) => Duration(d).to_string(),
+        }
+    }
+}
+
+impl JsonSchema for Repeat {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Repeat".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A length of time with units (\"15m\", \"4h\"), or \"never\".",
+            "examples": ["15m", "never"],
+        })
+    }
 }
 
 /// `[metrics]`.
@@ -900,6 +983,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, most urgent first.
+    pub const ALL: [Severity; 4] = [Severity::P1, Severity::P2, Severity::P3, Severity::P4];
+
     /// `P1`…`P4`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -1026,6 +1112,25 @@ pub enum ChannelKind {
     Alertmanager,
 }
 
+/// An SMTP server's host and port (`smtp.example.com:587`).
+pub fn smtp_address(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty() && !host.contains('/')).then_some((host, port))
+}
+
+/// How an email channel's SMTP connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpTls {
+    /// Plain at first, then STARTTLS, which the server must offer.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No TLS: only for a relay on the same host.
+    None,
+}
+
 /// `[channels.NAME]`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -1042,6 +1147,13 @@ pub struct Channel {
     pub to: Vec<String>,
     /// The SMTP server, `host:port` (email; port 465 speaks TLS at once, others STARTTLS).
     pub smtp: Option<String>,
+    /// How the SMTP connection is protected (email; default `starttls`, or `tls` on port 465).
+    pub tls: Option<SmtpTls>,
+    /// The SMTP login (email; its password is the `secret`).
+    pub user: Option<String>,
+    /// A CA certificate (PEM file, relative to the project) trusted for the SMTP server
+    /// besides the system's (email; a relay with a private CA).
+    pub ca: Option<String>,
     /// The sender (email; default `slipway@HOSTNAME`).
     pub from: Option<String>,
     /// The chat messages go to (telegram; the bot token is the `secret`).

@@ -15,7 +15,7 @@ use slipway_store::{NewAlertEvent, NewNotification, Store, StoreError};
 
 use crate::eval::evaluate;
 use crate::notify::{AlertItem, Notification, Notifier, Status};
-use crate::route::{Config, Routed, Router, Silence, Timing};
+use crate::route::{Config, Routed, Router, Routing, Silence};
 use crate::rule::Rule;
 use crate::state::{RuleState, Transition};
 
@@ -54,7 +54,7 @@ pub struct Alerting {
     store: Arc<dyn Store>,
     saved: Saved,
     health: BTreeMap<String, RuleHealth>,
-    group_by: Vec<String>,
+    routing: Routing,
     external_url: String,
 }
 
@@ -85,7 +85,7 @@ impl Alerting {
             store,
             saved,
             health: BTreeMap::new(),
-            group_by: vec!["alertname".into()],
+            routing: Routing::default(),
             external_url: external_url.to_string(),
         })
     }
@@ -95,6 +95,11 @@ impl Alerting {
     pub fn reconfigure(&mut self, rules: Vec<Rule>, channels: HashMap<String, Channel>) {
         self.rules = rules;
         self.channels = channels;
+    }
+
+    /// How alerts are grouped and timed from now on.
+    pub fn set_routing(&mut self, routing: Routing) {
+        self.routing = routing;
     }
 
     /// What is saved.
@@ -216,7 +221,7 @@ impl Alerting {
                         channels: channels.clone(),
                         severity: rule.severity,
                     },
-                    &self.group_by,
+                    &self.routing.group_by,
                     now,
                 );
                 changed = true;
@@ -224,10 +229,11 @@ impl Alerting {
         }
         self.rules = rules;
         self.saved.silences.retain(|s| s.ends_at > now);
-        let timing = Timing::default_for;
+        let routing = &self.routing;
+        let timing = |s| routing.timing(s);
         let notifications: Vec<Notification> = self.saved.router.due(
             &Config {
-                group_by: &self.group_by,
+                group_by: &routing.group_by,
                 timing: &timing,
                 silences: &self.saved.silences,
                 external_url: &self.external_url,

@@ -48,6 +48,55 @@ impl Timing {
     }
 }
 
+/// How groups are made and timed: the labels they are made by, and each severity's timing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routing {
+    /// The labels a group is made by.
+    pub group_by: Vec<String>,
+    /// P1's to P4's timing.
+    pub timings: [Timing; 4],
+}
+
+impl Default for Routing {
+    fn default() -> Routing {
+        Routing {
+            group_by: vec!["alertname".into()],
+            timings: Severity::ALL.map(Timing::default_for),
+        }
+    }
+}
+
+impl Routing {
+    /// `severity`'s timing.
+    pub fn timing(&self, severity: Severity) -> Timing {
+        self.timings[severity as usize]
+    }
+
+    /// The routing `[alerting]` asks for: its `group_by` and each severity's timing, what it
+    /// leaves out at its default.
+    pub fn from_spec(a: &slipway_spec::model::Alerting) -> Routing {
+        let mut r = Routing::default();
+        if let Some(g) = &a.group_by {
+            r.group_by = g.clone();
+        }
+        for s in Severity::ALL {
+            if let Some(t) = a.timing(s) {
+                let slot = &mut r.timings[s as usize];
+                if let Some(w) = t.group_wait {
+                    slot.group_wait = w.0;
+                }
+                if let Some(i) = t.group_interval {
+                    slot.group_interval = i.0;
+                }
+                if let Some(rep) = t.repeat_interval {
+                    slot.repeat_interval = rep.0;
+                }
+            }
+        }
+        r
+    }
+}
+
 /// A label matcher of a silence (`service=web`, `alertname=~"api_.*"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Matcher {
@@ -658,5 +707,46 @@ mod tests {
         assert!(Matcher::parse("nothing").is_err());
         assert!(Matcher::parse("a=~(").is_err());
         assert_eq!(Matcher::parse("a!~b").unwrap().to_string(), "a!~\"b\"");
+    }
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+
+    #[test]
+    fn alerting_settings_override_only_what_they_name() {
+        let a: slipway_spec::model::Alerting = toml::from_str(
+            r#"
+group_by = ["alertname", "service"]
+[P1]
+repeat_interval = "5m"
+[P4]
+group_wait = "0s"
+repeat_interval = "never"
+[P3]
+repeat_interval = "1d"
+"#,
+        )
+        .unwrap();
+        let r = Routing::from_spec(&a);
+        assert_eq!(r.group_by, ["alertname", "service"]);
+        let p1 = r.timing(Severity::P1);
+        assert_eq!(p1.repeat_interval, Some(Duration::from_secs(300)));
+        assert_eq!(p1.group_interval, Duration::from_secs(30), "kept");
+        assert_eq!(r.timing(Severity::P2), Timing::default_for(Severity::P2));
+        assert_eq!(
+            r.timing(Severity::P3).repeat_interval,
+            Some(Duration::from_secs(86_400))
+        );
+        let p4 = r.timing(Severity::P4);
+        assert_eq!(p4.group_wait, Duration::ZERO);
+        assert_eq!(p4.repeat_interval, None);
+        let e = toml::from_str::<slipway_spec::model::Alerting>(
+            "[P2]\nrepeat_interval = \"sometimes\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("never"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use serde_json::Value;
+use slipway_alerts::email::{Email, Security, Smtp};
 use slipway_alerts::notify::{
     AlertItem, Alertmanager, Endpoint, Notification, Notifier, PagerDuty, Slack, Status, Telegram,
     Webhook,
@@ -313,4 +314,117 @@ async fn a_real_alertmanager_takes_our_alerts_with_our_fingerprints() {
         assert!(Instant::now() < deadline, "alertmanager still shows {r}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn smtp(server: &slipway_metrics_testkit::Smtp) -> Smtp {
+    Smtp {
+        host: "localhost".into(),
+        port: server.port,
+        security: Security::StartTls,
+        user: Some(server.user.clone()),
+        password: Some(server.password.clone()),
+        from: "Slipway <slipway@example.com>".into(),
+        to: vec!["oncall@example.com".into(), "ops@example.com".into()],
+        extra_roots: vec![server.cert_pem.clone()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reaches_a_real_smtp_server_over_starttls_logged_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || slipway_metrics_testkit::Smtp::start(&dir)
+    })
+    .await
+    .unwrap();
+    let n = Email::new(smtp(&server)).unwrap();
+    assert_eq!(n.kind(), "email");
+    for status in [Status::Firing, Status::Resolved] {
+        n.send(&notification(status)).await.unwrap();
+    }
+    let got = server.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (m, status) in got.iter().zip([Status::Firing, Status::Resolved]) {
+        assert_eq!(m["defects"], serde_json::json!([]), "{m}");
+        assert_eq!(m["tls"], true, "sent in the clear: {m}");
+        assert_eq!(m["auth_user"], server.user.as_str());
+        assert_eq!(m["mail_from"], "slipway@example.com");
+        assert_eq!(
+            m["rcpt_tos"],
+            serde_json::json!(["oncall@example.com", "ops@example.com"])
+        );
+        assert_eq!(m["content_type"], "multipart/alternative");
+        let subject = m["subject"].as_str().unwrap();
+        let text = m["text"].as_str().unwrap();
+        let html = m["html"].as_str().unwrap();
+        assert!(subject.contains("api_down"), "{subject}");
+        match status {
+            Status::Firing => assert!(subject.starts_with("[FIRING:2] P1"), "{subject}"),
+            Status::Resolved => assert!(subject.starts_with("[RESOLVED]"), "{subject}"),
+        }
+        for part in [text, html] {
+            assert!(part.contains("web fails its health checks"), "{part}");
+            assert!(part.contains("api fails its health checks"), "{part}");
+            assert!(part.contains("https://runbooks.example/api_down"), "{part}");
+        }
+        assert!(html.contains("<a href=\"https://runbooks.example/api_down\">Runbook</a>"));
+        assert!(text.contains("service=web"), "{text}");
+    }
+    // One thread for the group; each message its own id (from the notification's).
+    assert_ne!(got[0]["message_id"], got[1]["message_id"]);
+    assert!(got[0]["message_id"].as_str().unwrap().contains("g1-firing"));
+    assert_eq!(got[0]["references"], got[1]["references"]);
+    assert_eq!(got[0]["in_reply_to"], got[0]["references"]);
+
+    // A server saying "later" is tried again; one saying "never" is not.
+    for (reply, retryable) in [
+        ("451 4.3.0 try again later", true),
+        ("550 5.7.1 rejected", false),
+    ] {
+        server.answer(Some(reply));
+        let e = n.send(&notification(Status::Firing)).await.unwrap_err();
+        assert_eq!(e.retryable, retryable, "{reply}: {e}");
+        assert!(e.message.contains(&reply[..3]), "{e}");
+    }
+    server.answer(None);
+
+    // A wrong password is refused for good, and the error does not show it.
+    let wrong = Email::new(Smtp {
+        password: Some("not-the-Pa55word".into()),
+        ..smtp(&server)
+    })
+    .unwrap();
+    let e = wrong.send(&notification(Status::Firing)).await.unwrap_err();
+    assert!(!e.retryable, "{e}");
+    assert!(!e.message.contains("not-the-Pa55word"), "{e}");
+    // A certificate nobody vouches for is not trusted.
+    let untrusted = Email::new(Smtp {
+        extra_roots: vec![],
+        ..smtp(&server)
+    })
+    .unwrap();
+    let e = untrusted
+        .send(&notification(Status::Firing))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("certificate"), "{e}");
+    // Nobody there: retry.
+    let gone = Email::new(Smtp {
+        port: slipway_metrics_testkit::free_port(),
+        ..smtp(&server)
+    })
+    .unwrap();
+    let e = gone.send(&notification(Status::Firing)).await.unwrap_err();
+    assert!(e.retryable, "{e}");
+    assert_eq!(server.received().len(), 2, "nothing else was accepted");
+
+    // An address that is not one is named.
+    let e = Email::new(Smtp {
+        to: vec!["oncall at example".into()],
+        ..smtp(&server)
+    })
+    .err()
+    .unwrap();
+    assert!(e.contains("oncall at example"), "{e}");
 }

@@ -604,3 +604,176 @@ fn take(
         }
     }
 }
+
+/// A real SMTP server (aiosmtpd, Debian's `python3-aiosmtpd`) in a folder, requiring STARTTLS
+/// with a certificate from a CA of its own (made by `openssl`) and `AUTH` as `user`, killed when
+/// dropped. Each message it accepts is kept as JSON parsed by Python's `email` package.
+pub struct Smtp {
+    _process: Process,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The certificate (PEM) of the CA that signed its own, for the client to trust.
+    pub cert_pem: String,
+    /// The login it takes.
+    pub user: String,
+    /// The password it takes.
+    pub password: String,
+    dir: std::path::PathBuf,
+}
+
+impl Smtp {
+    /// Starts one in `dir` and waits until it greets.
+    pub fn start(dir: &Path) -> Smtp {
+        let python = "/usr/bin/python3";
+        assert!(
+            Command::new(python)
+                .args(["-c", "import aiosmtpd"])
+                .status()
+                .is_ok_and(|s| s.success()),
+            "aiosmtpd is not installed: `scripts/test` installs Debian's `python3-aiosmtpd`"
+        );
+        // A CA of its own, and a certificate for localhost signed by it (rustls, rightly,
+        // takes no CA certificate as a server's).
+        let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let (cert, key, csr) = (
+            dir.join("smtp.crt"),
+            dir.join("smtp.key"),
+            dir.join("smtp.csr"),
+        );
+        let ext = dir.join("smtp.ext");
+        std::fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("extensions");
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let made = Command::new("openssl")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            assert!(
+                made.is_ok_and(|s| s.success()),
+                "openssl cannot make a certificate (`scripts/test` installs `openssl`)"
+            );
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=Slipway test CA"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]);
+        openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        let script = dir.join("smtp_server.py");
+        std::fs::write(&script, include_str!("smtp_server.py")).expect("write the server");
+        let out = dir.join("mail");
+        std::fs::create_dir_all(&out).expect("mail folder");
+        let port = free_port();
+        let (user, password) = ("alerts@example.com".to_string(), "s3cret-Pa55".to_string());
+        let log = std::fs::File::create(dir.join("smtp.log")).expect("log");
+        let mut cmd = Command::new(python);
+        cmd.arg(&script)
+            .arg(port.to_string())
+            .arg(&out)
+            .arg(&cert)
+            .arg(&key)
+            .arg(&user)
+            .arg(&password)
+            .stdout(Stdio::null())
+            .stderr(log);
+        let process = Process(cmd.spawn().expect("python3 starts"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let greeted = TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut line = String::new();
+                BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220")
+            });
+            if greeted {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP server did not start: {}",
+                std::fs::read_to_string(dir.join("smtp.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Smtp {
+            _process: process,
+            port,
+            cert_pem: std::fs::read_to_string(&ca).expect("certificate"),
+            user,
+            password,
+            dir: out,
+        }
+    }
+
+    /// The messages accepted, in order, each as Python's `email` package reads it (`from`,
+    /// `to`, `subject`, `message_id`, `references`, `text`, `html`, `auth_user`, `tls`…).
+    pub fn received(&self) -> Vec<Json> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|s| serde_json::from_str(&s).ok())
+            .collect()
+    }
+
+    /// Refuses every message with `reply` (`451 4.3.0 try later`), or accepts them again.
+    pub fn answer(&self, reply: Option<&str>) {
+        let file = self.dir.join("answer");
+        match reply {
+            Some(r) => std::fs::write(file, r).expect("answer"),
+            None => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+}

@@ -1028,6 +1028,44 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     Some("add `to = [\"oncall@example.com\"]`".into()),
                 );
             }
+            if let Some(smtp) = &channel.smtp
+                && channel.kind == ChannelKind::Email
+                && crate::model::smtp_address(smtp).is_none()
+            {
+                self.error_at(
+                    &base.key("smtp"),
+                    format!("`{smtp}` is not an SMTP server's `host:port`"),
+                    Some("write it as `smtp.example.com:587`".into()),
+                );
+            }
+            if channel.kind == ChannelKind::Email
+                && let Some(bad) = channel
+                    .to
+                    .iter()
+                    .chain(&channel.from)
+                    .find(|a| !a.contains('@'))
+            {
+                self.error_at(
+                    &base,
+                    format!("`{bad}` is not an email address"),
+                    Some(
+                        "write it as `oncall@example.com` or `On call <oncall@example.com>`".into(),
+                    ),
+                );
+            }
+            if channel.kind == ChannelKind::Email
+                && channel.user.is_some()
+                && channel.secret.is_none()
+            {
+                self.error_at(
+                    &base.key("user"),
+                    format!(
+                        "email channel `{name}` logs in as `{}` with no password",
+                        channel.user.as_deref().unwrap_or_default()
+                    ),
+                    Some("add `secret = \"SMTP_PASSWORD\"`, a secret holding the password".into()),
+                );
+            }
             if channel.kind == ChannelKind::Email && channel.smtp.is_none() {
                 self.error_at(
                     &base,
