@@ -141,6 +141,48 @@ fn a_breach_reaches_a_webhook_within_for_plus_two_seconds_and_a_restart_neither_
     assert_eq!(silences[0]["comment"], "migration");
     project.ok(&["silence", "expire", &id]);
     assert_eq!(project.json(&["silence", "list"]), serde_json::json!([]));
+    // Planned ahead: listed from now, muting from its start.
+    let planned = project.json(&[
+        "silence",
+        "add",
+        "queue=jobs",
+        "--start",
+        "2099-01-01T02:00:00Z",
+        "--for",
+        "4h",
+        "--comment",
+        "failover drill",
+    ]);
+    let at = |k: &str| {
+        planned[k]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert_eq!(
+        at("starts_at"),
+        "2099-01-01T02:00:00Z".parse().unwrap(),
+        "{planned:#}"
+    );
+    assert_eq!(
+        at("ends_at"),
+        "2099-01-01T06:00:00Z".parse().unwrap(),
+        "{planned:#}"
+    );
+    let id = planned["id"].as_str().unwrap().to_string();
+    assert_eq!(project.json(&["silence", "list"])[0]["id"], id.as_str());
+    project.ok(&["silence", "expire", &id]);
+    let bad = project.run(&[
+        "silence",
+        "add",
+        "queue=x",
+        "--start",
+        "tomorrow",
+        "--comment",
+        "x",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
     let bad = project.run(&["silence", "add", "queue", "--comment", "x"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a matcher"));

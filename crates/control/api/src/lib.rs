@@ -747,6 +747,20 @@ pub struct AlertsView {
     pub silences: Vec<SilenceView>,
     /// Rules or channels that could not be built.
     pub problems: Vec<String>,
+    /// Channels whose last tries failed.
+    #[serde(default)]
+    pub failing_channels: Vec<FailingChannelView>,
+}
+
+/// A channel that fails to deliver.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FailingChannelView {
+    /// Its name.
+    pub channel: String,
+    /// Since its first failure in a row.
+    pub since: String,
+    /// Why its last try failed (never a secret).
+    pub error: String,
 }
 
 /// Body of `POST /v1/silences`.
@@ -756,6 +770,9 @@ pub struct SilenceBody {
     pub matchers: Vec<String>,
     /// How long it lasts, e.g. `2h`.
     pub duration: String,
+    /// When it starts (RFC 3339; default now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
     /// Why.
     pub comment: String,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slipway_alerts::email::{Email, Security, Smtp};
-use slipway_alerts::engine::{Alerting, Channel};
+use slipway_alerts::engine::{Alerting, CHANNEL_FAILING, Channel, ChannelHealth};
 use slipway_alerts::notify::{
     Alertmanager, Endpoint, Notifier, PagerDuty, Slack, Telegram, Webhook,
 };
@@ -27,6 +27,8 @@ pub(crate) struct Alerts {
     pub(crate) engine: Mutex<Alerting>,
     /// Why some rules or channels could not be built (shown by `slipway alerts`).
     pub(crate) problems: std::sync::Mutex<Vec<String>>,
+    /// Which channels are failing, since when and why.
+    pub(crate) health: std::sync::Mutex<ChannelHealth>,
 }
 
 fn now_ms() -> i64 {
@@ -35,7 +37,7 @@ fn now_ms() -> i64 {
 
 /// Slipway's own rules, on its own series (`[alerting] builtin = false` turns them off; a
 /// rule of the file with the same name replaces one).
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     (
         "slipway_crash_looping",
         r#"expr = 'increase(slipway_service_restarts_total[10m]) > 3'
@@ -66,6 +68,14 @@ description = "`slipway deployments` says why"
 severity = "P3"
 summary = "the last run of {{ $labels.service }} ({{ $labels.environment }}) failed"
 description = "`slipway status` has its history; `slipway logs {{ $labels.service }}` its output"
+"#,
+    ),
+    (
+        CHANNEL_FAILING,
+        r#"expr = 'slipway_notification_channel_failing_seconds > 120'
+severity = "P2"
+summary = "channel {{ $labels.channel }} has failed to deliver for {{ $value | humanizeDuration }}"
+description = "`slipway alerts` shows its last error; what it has not delivered waits in the outbox"
 "#,
     ),
 ];
@@ -223,15 +233,17 @@ impl Alerts {
         external_url: &str,
         shutdown: CancellationToken,
     ) -> Result<Arc<Alerts>, slipway_store::StoreError> {
-        let (rules, channels, problems) = build(project);
+        let (rules, channels, mut problems) = build(project);
+        let routing = Routing::from_spec(&project.config.alerting, &mut problems);
         for p in &problems {
             tracing::warn!("{p}");
         }
         let mut engine = Alerting::open(rules, channels, store, external_url).await?;
-        engine.set_routing(Routing::from_spec(&project.config.alerting));
+        engine.set_routing(routing);
         let alerts = Arc::new(Alerts {
             engine: Mutex::new(engine),
             problems: std::sync::Mutex::new(problems),
+            health: std::sync::Mutex::new(ChannelHealth::default()),
         });
         let this = alerts.clone();
         tokio::spawn(async move {
@@ -251,10 +263,33 @@ impl Alerts {
                     (engine.store(), engine.senders())
                 };
                 // Sent without holding the engine: the API reads it meanwhile.
-                if let Err(e) =
-                    slipway_alerts::engine::deliver(store.as_ref(), &senders, now_ms()).await
-                {
-                    tracing::error!(error = %e, "cannot work the notification outbox");
+                let now = now_ms();
+                match slipway_alerts::engine::deliver(store.as_ref(), &senders, now).await {
+                    Ok(report) => {
+                        let mut health = this.health.lock().map(|h| h.clone()).unwrap_or_default();
+                        health.failing.retain(|c, _| senders.contains_key(c));
+                        health.record(&report, now);
+                        // How long each channel has failed, for `slipway_channel_failing`.
+                        let batch: Vec<_> = senders
+                            .keys()
+                            .map(|c| {
+                                (
+                                    crate::metrics::labels(
+                                        "slipway_notification_channel_failing_seconds",
+                                        [("channel", c.as_str())],
+                                    ),
+                                    now,
+                                    health.failing_seconds(c, now),
+                                )
+                            })
+                            .collect();
+                        let db = metrics.tsdb.clone();
+                        let _ = tokio::task::spawn_blocking(move || db.append_batch(&batch)).await;
+                        if let Ok(mut h) = this.health.lock() {
+                            *h = health;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot work the notification outbox"),
                 }
             }
         });
@@ -263,13 +298,14 @@ impl Alerts {
 
     /// Takes the project's rules and channels again (an apply).
     pub(crate) async fn reconfigure(&self, project: &Project) {
-        let (rules, channels, problems) = build(project);
+        let (rules, channels, mut problems) = build(project);
+        let routing = Routing::from_spec(&project.config.alerting, &mut problems);
         for p in &problems {
             tracing::warn!("{p}");
         }
         let mut engine = self.engine.lock().await;
         engine.reconfigure(rules, channels);
-        engine.set_routing(Routing::from_spec(&project.config.alerting));
+        engine.set_routing(routing);
         if let Ok(mut p) = self.problems.lock() {
             *p = problems;
         }

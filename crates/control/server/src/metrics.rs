@@ -41,7 +41,7 @@ fn backend_for(config: &ResolvedMetrics, tsdb: &Arc<Tsdb>) -> Arc<dyn MetricsBac
     }
 }
 
-fn labels<const N: usize>(name: &str, pairs: [(&str, &str); N]) -> Labels {
+pub(crate) fn labels<const N: usize>(name: &str, pairs: [(&str, &str); N]) -> Labels {
     let mut l = Labels::from_pairs(pairs);
     l.set("__name__".into(), name.into());
     l

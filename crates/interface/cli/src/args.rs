@@ -404,7 +404,7 @@ pub enum AlertsCommand {
 pub enum SilenceCommand {
     /// Mute the alerts matching every matcher.
     #[command(
-        after_help = "Examples:\n  slipway silence add service=web --for 2h --comment \"migration\"\n  slipway silence add 'alertname=~\"disk_.*\"' --for 1d --comment \"new disks on Monday\""
+        after_help = "Examples:\n  slipway silence add service=web --for 2h --comment \"migration\"\n  slipway silence add 'alertname=~\"disk_.*\"' --for 1d --comment \"new disks on Monday\"\n  slipway silence add service=db --start 2026-12-24T22:00:00Z --for 4h --comment \"failover drill\""
     )]
     Add {
         /// Matchers (`name=value`, `name!=value`, `name=~regex`, `name!~regex`).
@@ -413,6 +413,10 @@ pub enum SilenceCommand {
         /// How long (`30m`, `2h`, `1d`).
         #[arg(long = "for", default_value = "1h")]
         duration: String,
+        /// When it starts (RFC 3339, `2026-12-24T22:00:00Z`; default now): a maintenance
+        /// window planned ahead.
+        #[arg(long)]
+        start: Option<String>,
         /// Why (required: the next person will ask).
         #[arg(long)]
         comment: String,

@@ -18,6 +18,7 @@
 
 pub mod diagnostic;
 pub mod init;
+pub mod matcher;
 pub mod model;
 pub mod pipeline;
 pub mod plan;

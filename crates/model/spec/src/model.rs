@@ -290,6 +290,26 @@ pub struct Alerting {
     /// How P4 groups are timed (default: wait 1m, changes every 30m, never repeated).
     #[serde(rename = "P4")]
     pub p4: Option<GroupTiming>,
+    /// Recurring maintenance windows: the alerts they match are muted while one is open.
+    #[serde(default)]
+    pub maintenance: IndexMap<String, Maintenance>,
+}
+
+/// `[alerting.maintenance.NAME]`: a silence that comes back on a schedule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// When each window opens (crontab: `0 2 * * SUN`).
+    pub schedule: String,
+    /// How long it stays open.
+    pub duration: Duration,
+    /// The schedule's time zone (default `UTC`).
+    pub timezone: Option<String>,
+    /// The alerts it mutes (`service=db`, `alertname=~"backup_.*"`); none: every alert.
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Why (shown with the silence it makes).
+    pub comment: Option<String>,
 }
 
 impl Alerting {
@@ -353,6 +373,7 @@ impl JsonSchema for Repeat {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
+            "format": crate::units::format::REPEAT,
             "description": "A length of time with units (\"15m\", \"4h\"), or \"never\".",
             "examples": ["15m", "never"],
         })

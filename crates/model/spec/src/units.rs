@@ -25,6 +25,8 @@ pub mod format {
     pub const CRON: &str = "cron";
     /// An IANA time zone name, checked against the system's tz database.
     pub const TIMEZONE: &str = "timezone";
+    /// A [`super::Duration`], or `never`.
+    pub const REPEAT: &str = "repeat";
 }
 
 /// A non-negative length of time, written with units: `"500ms"`, `"30s"`, `"5m"`, `"1h 30m"`,
@@ -223,6 +225,11 @@ pub fn check_format(format: &str, s: &str) -> Result<(), UnitError> {
         format::SIZE => s.parse::<Size>().map(|_| ()),
         format::CRON => check_cron(s),
         format::TIMEZONE => check_timezone(s),
+        format::REPEAT if s.trim() == "never" => Ok(()),
+        format::REPEAT => s.parse::<Duration>().map(|_| ()).map_err(|_| UnitError {
+            message: format!("`{s}` is neither a duration nor `never`"),
+            hint: "write how often, e.g. \"15m\" or \"4h\", or \"never\"",
+        }),
         _ => Ok(()),
     }
 }

@@ -58,6 +58,19 @@ pub struct Alerting {
     external_url: String,
 }
 
+/// Notifications as the outbox keeps them.
+fn queue(notifications: &[Notification], now: i64) -> Vec<NewNotification> {
+    notifications
+        .iter()
+        .map(|n| NewNotification {
+            key: n.id.clone(),
+            channel: n.receiver.clone(),
+            payload: serde_json::to_string(n).unwrap_or_default(),
+            created_ms: now,
+        })
+        .collect()
+}
+
 /// Backoff before try `attempts + 1`: 1 s doubling to 5 min, plus up to a quarter more.
 pub fn backoff_ms(attempts: i64) -> i64 {
     let base = 1000i64
@@ -100,6 +113,20 @@ impl Alerting {
     /// How alerts are grouped and timed from now on.
     pub fn set_routing(&mut self, routing: Routing) {
         self.routing = routing;
+    }
+
+    /// The silences in force or to come at `now`: those set, and the maintenance windows
+    /// open.
+    pub fn silences(&self, now: i64) -> Vec<Silence> {
+        let mut all: Vec<Silence> = self
+            .saved
+            .silences
+            .iter()
+            .filter(|s| s.ends_at > now)
+            .cloned()
+            .collect();
+        all.extend(self.routing.windows_open(now));
+        all
     }
 
     /// What is saved.
@@ -174,6 +201,13 @@ impl Alerting {
             };
             let channels = self.channels_for(rule);
             for t in transitions {
+                // A channel that fails is not told about itself (its alert goes to the others).
+                let mut channels = channels.clone();
+                if rule.name == CHANNEL_FAILING
+                    && let Some(c) = t.labels().get("channel")
+                {
+                    channels.retain(|n| n.as_str() != c);
+                }
                 let (labels, value, status, starts_at, ends_at) = match &t {
                     Transition::Fired {
                         labels, value, at, ..
@@ -231,11 +265,12 @@ impl Alerting {
         self.saved.silences.retain(|s| s.ends_at > now);
         let routing = &self.routing;
         let timing = |s| routing.timing(s);
+        let silences = self.silences(now);
         let notifications: Vec<Notification> = self.saved.router.due(
             &Config {
                 group_by: &routing.group_by,
                 timing: &timing,
-                silences: &self.saved.silences,
+                silences: &silences,
                 external_url: &self.external_url,
             },
             now,
@@ -243,15 +278,7 @@ impl Alerting {
         if !changed && notifications.is_empty() {
             return Ok(0);
         }
-        let queued: Vec<NewNotification> = notifications
-            .iter()
-            .map(|n| NewNotification {
-                key: n.id.clone(),
-                channel: n.receiver.clone(),
-                payload: serde_json::to_string(n).unwrap_or_default(),
-                created_ms: now,
-            })
-            .collect();
+        let queued = queue(&notifications, now);
         let state = serde_json::to_string(&self.saved).unwrap_or_default();
         self.store
             .commit_alerting(&state, &history, &queued)
@@ -261,7 +288,9 @@ impl Alerting {
 
     /// Sends what is due at `now` (ms); returns how many were delivered.
     pub async fn deliver(&self, now: i64) -> Result<usize, StoreError> {
-        deliver(self.store.as_ref(), &self.senders(), now).await
+        Ok(deliver(self.store.as_ref(), &self.senders(), now)
+            .await?
+            .delivered)
     }
 
     /// The channels' senders, to [`deliver`] without holding the engine.
@@ -285,7 +314,7 @@ impl Alerting {
         by: &str,
         now: i64,
     ) -> Result<usize, StoreError> {
-        let n = self.saved.router.ack(matchers, by);
+        let (n, told) = self.saved.router.ack(matchers, by, &self.external_url);
         let history = vec![NewAlertEvent {
             time_ms: now,
             rule: matchers
@@ -303,8 +332,11 @@ impl Alerting {
             value: None,
             actor: Some(by.to_string()),
         }];
+        let queued = queue(&told, now);
         let state = serde_json::to_string(&self.saved).unwrap_or_default();
-        self.store.commit_alerting(&state, &history, &[]).await?;
+        self.store
+            .commit_alerting(&state, &history, &queued)
+            .await?;
         Ok(n)
     }
 
@@ -330,14 +362,57 @@ impl Alerting {
     }
 }
 
+/// The built-in rule that fires when a channel has failed to deliver for a while (on
+/// `slipway_notification_channel_failing_seconds`); its alerts skip the channel they are about.
+pub const CHANNEL_FAILING: &str = "slipway_channel_failing";
+
+/// What one pass over the outbox did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Notifications delivered.
+    pub delivered: usize,
+    /// Channels that took what they were sent.
+    pub succeeded: std::collections::BTreeSet<String>,
+    /// Channels that failed, with why.
+    pub failed: BTreeMap<String, String>,
+}
+
+/// Since when each channel has been failing, and why (kept by whoever works the outbox).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChannelHealth {
+    /// Channel → (failing since, ms; the last error).
+    pub failing: BTreeMap<String, (i64, String)>,
+}
+
+impl ChannelHealth {
+    /// Takes a pass's outcomes: a channel that delivered is well again; one that failed is
+    /// failing since its first failure.
+    pub fn record(&mut self, report: &Report, now: i64) {
+        for c in &report.succeeded {
+            self.failing.remove(c);
+        }
+        for (c, e) in &report.failed {
+            let since = self.failing.get(c).map_or(now, |f| f.0);
+            self.failing.insert(c.clone(), (since, e.clone()));
+        }
+    }
+
+    /// How long `channel` has been failing at `now` (0 when it is not), in seconds.
+    pub fn failing_seconds(&self, channel: &str, now: i64) -> f64 {
+        self.failing
+            .get(channel)
+            .map_or(0.0, |(since, _)| (now - since) as f64 / 1000.0)
+    }
+}
+
 /// Works the outbox at `now` (ms): each channel's due notifications in order, a failure
-/// holding back the channel's later ones; returns how many were delivered.
+/// holding back the channel's later ones.
 pub async fn deliver(
     store: &dyn Store,
     channels: &HashMap<String, Arc<dyn Notifier>>,
     now: i64,
-) -> Result<usize, StoreError> {
-    let mut delivered = 0;
+) -> Result<Report, StoreError> {
+    let mut report = Report::default();
     let mut failed_channels = std::collections::HashSet::new();
     for e in store.due_notifications(now, 100).await? {
         if failed_channels.contains(&e.channel) {
@@ -363,12 +438,21 @@ pub async fn deliver(
                 )
                 .await?;
             failed_channels.insert(e.channel.clone());
+            report
+                .failed
+                .insert(e.channel.clone(), "no such channel".into());
             continue;
         };
+        if n.acknowledged_by.is_some() && !notifier.tells_acks() {
+            // Nothing to tell this channel: done.
+            store.notification_sent(e.seq, now).await?;
+            continue;
+        }
         match notifier.send(&n).await {
             Ok(()) => {
                 store.notification_sent(e.seq, now).await?;
-                delivered += 1;
+                report.delivered += 1;
+                report.succeeded.insert(e.channel.clone());
             }
             Err(err) => {
                 // A refusal (4xx) will not fix itself soon: try again at the slowest pace.
@@ -381,8 +465,9 @@ pub async fn deliver(
                     .notification_failed(e.seq, now + wait, &err.message)
                     .await?;
                 failed_channels.insert(e.channel.clone());
+                report.failed.insert(e.channel.clone(), err.message);
             }
         }
     }
-    Ok(delivered)
+    Ok(report)
 }

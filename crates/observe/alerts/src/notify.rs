@@ -108,8 +108,12 @@ pub struct Notification {
     /// Where the control plane is reached.
     pub external_url: String,
     /// Why it is sent (`first notification`, `new alerts added`, `some alerts resolved`,
-    /// `all alerts resolved`, `repeat interval elapsed`).
+    /// `all alerts resolved`, `repeat interval elapsed`, `acknowledged`).
     pub reason: String,
+    /// Who acknowledged the group, when this tells that (channels without the notion, such
+    /// as the generic webhook, skip it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
 }
 
 fn object(pairs: &[(String, String)]) -> Value {
@@ -163,9 +167,10 @@ impl Notification {
             .filter(|(k, _)| k != "alertname")
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let count = match self.status {
-            Status::Firing => format!("FIRING:{}", self.firing().count()),
-            Status::Resolved => "RESOLVED".into(),
+        let count = match (&self.acknowledged_by, self.status) {
+            (Some(by), _) => format!("ACKNOWLEDGED by {by}"),
+            (None, Status::Firing) => format!("FIRING:{}", self.firing().count()),
+            (None, Status::Resolved) => "RESOLVED".into(),
         };
         if extra.is_empty() {
             format!("[{count}] {} {name}", self.severity())
@@ -250,6 +255,12 @@ pub trait Notifier: Send + Sync {
 
     /// Delivers one notification.
     async fn send(&self, n: &Notification) -> Result<(), NotifyError>;
+
+    /// Whether it tells acknowledgements (PagerDuty, chats, email do; the generic webhook
+    /// and Alertmanager, whose payloads have no such thing, do not: theirs are skipped).
+    fn tells_acks(&self) -> bool {
+        true
+    }
 }
 
 /// What a channel needs: its kind and endpoint (the URL or key comes from a secret where the
@@ -346,6 +357,10 @@ impl Notifier for Webhook {
         "webhook"
     }
 
+    fn tells_acks(&self) -> bool {
+        false
+    }
+
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         post(
             &self.client,
@@ -437,9 +452,10 @@ impl PagerDuty {
     /// The event.
     pub fn event(n: &Notification, routing_key: &str) -> Value {
         let dedup = hex::encode(Sha256::digest(n.group_key.as_bytes()));
-        let action = match n.status {
-            Status::Firing => "trigger",
-            Status::Resolved => "resolve",
+        let action = match (n.status, &n.acknowledged_by) {
+            (Status::Firing, Some(_)) => "acknowledge",
+            (Status::Firing, None) => "trigger",
+            (Status::Resolved, _) => "resolve",
         };
         let severity = match n.severity() {
             "P1" => "critical",
@@ -616,6 +632,10 @@ impl Alertmanager {
 impl Notifier for Alertmanager {
     fn kind(&self) -> &'static str {
         "alertmanager"
+    }
+
+    fn tells_acks(&self) -> bool {
+        false
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {

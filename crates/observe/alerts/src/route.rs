@@ -48,13 +48,16 @@ impl Timing {
     }
 }
 
-/// How groups are made and timed: the labels they are made by, and each severity's timing.
+/// How groups are made and timed: the labels they are made by, each severity's timing, and
+/// the maintenance windows that mute alerts on a schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Routing {
     /// The labels a group is made by.
     pub group_by: Vec<String>,
     /// P1's to P4's timing.
     pub timings: [Timing; 4],
+    /// Recurring maintenance windows.
+    pub maintenance: Vec<Window>,
 }
 
 impl Default for Routing {
@@ -62,7 +65,49 @@ impl Default for Routing {
         Routing {
             group_by: vec!["alertname".into()],
             timings: Severity::ALL.map(Timing::default_for),
+            maintenance: Vec::new(),
         }
+    }
+}
+
+/// A maintenance window: a silence opening on a schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    /// Its name (`[alerting.maintenance.NAME]`).
+    pub name: String,
+    /// When it opens.
+    pub schedule: croner::Cron,
+    /// The schedule's time zone.
+    pub timezone: jiff::tz::TimeZone,
+    /// How long it stays open (ms).
+    pub duration_ms: i64,
+    /// What it mutes (none: everything).
+    pub matchers: Vec<Matcher>,
+    /// Why.
+    pub comment: String,
+}
+
+impl Window {
+    /// The silence it is at `now` (ms), if it is open: opened by the first occurrence after
+    /// `now - duration`, if that is not later than `now`.
+    pub fn open_at(&self, now: i64) -> Option<Silence> {
+        let from = jiff::Timestamp::from_millisecond(now - self.duration_ms)
+            .ok()?
+            .to_zoned(self.timezone.clone());
+        let opened = self
+            .schedule
+            .find_next_occurrence(&from, false)
+            .ok()?
+            .timestamp()
+            .as_millisecond();
+        (opened <= now).then(|| Silence {
+            id: format!("maintenance:{}", self.name),
+            matchers: self.matchers.clone(),
+            starts_at: opened,
+            ends_at: opened + self.duration_ms,
+            created_by: "slipway.toml".into(),
+            comment: self.comment.clone(),
+        })
     }
 }
 
@@ -72,10 +117,52 @@ impl Routing {
         self.timings[severity as usize]
     }
 
-    /// The routing `[alerting]` asks for: its `group_by` and each severity's timing, what it
-    /// leaves out at its default.
-    pub fn from_spec(a: &slipway_spec::model::Alerting) -> Routing {
+    /// The silences the maintenance windows open at `now`.
+    pub fn windows_open(&self, now: i64) -> Vec<Silence> {
+        self.maintenance
+            .iter()
+            .filter_map(|w| w.open_at(now))
+            .collect()
+    }
+
+    /// The routing `[alerting]` asks for: its `group_by`, each severity's timing (what it
+    /// leaves out at its default) and its maintenance windows; what cannot be read is named
+    /// in `problems` and left out.
+    pub fn from_spec(a: &slipway_spec::model::Alerting, problems: &mut Vec<String>) -> Routing {
         let mut r = Routing::default();
+        for (name, m) in &a.maintenance {
+            let schedule = match m.schedule.parse::<croner::Cron>() {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("maintenance window `{name}`: {e}"));
+                    continue;
+                }
+            };
+            let timezone = match jiff::tz::TimeZone::get(m.timezone.as_deref().unwrap_or("UTC")) {
+                Ok(tz) => tz,
+                Err(e) => {
+                    problems.push(format!("maintenance window `{name}`: {e}"));
+                    continue;
+                }
+            };
+            let matchers: Result<Vec<Matcher>, String> =
+                m.matchers.iter().map(|t| Matcher::parse(t)).collect();
+            match matchers {
+                Ok(matchers) => r.maintenance.push(Window {
+                    name: name.clone(),
+                    schedule,
+                    timezone,
+                    duration_ms: i64::try_from(m.duration.std().as_millis())
+                        .unwrap_or(i64::MAX / 4),
+                    matchers,
+                    comment: m
+                        .comment
+                        .clone()
+                        .unwrap_or_else(|| format!("maintenance window `{name}`")),
+                }),
+                Err(e) => problems.push(format!("maintenance window `{name}`: {e}")),
+            }
+        }
         if let Some(g) = &a.group_by {
             r.group_by = g.clone();
         }
@@ -97,78 +184,7 @@ impl Routing {
     }
 }
 
-/// A label matcher of a silence (`service=web`, `alertname=~"api_.*"`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Matcher {
-    /// Label name.
-    pub name: String,
-    /// Value (a regular expression, anchored, when `regex`).
-    pub value: String,
-    /// `=~` / `!~`.
-    pub regex: bool,
-    /// `!=` / `!~`.
-    pub negative: bool,
-}
-
-impl Matcher {
-    /// Parses `name=value`, `name!=value`, `name=~re`, `name!~re` (the value may be quoted).
-    pub fn parse(text: &str) -> Result<Matcher, String> {
-        let ops = ["=~", "!~", "!=", "="];
-        let (at, op) = ops
-            .iter()
-            .filter_map(|op| text.find(op).map(|i| (i, *op)))
-            .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
-            .ok_or_else(|| {
-                format!("`{text}` is not a matcher: write `name=value` (or `!=`, `=~`, `!~`)")
-            })?;
-        let name = text[..at].trim();
-        let raw = text[at + op.len()..].trim();
-        let value = raw
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(raw);
-        if name.is_empty() {
-            return Err(format!("`{text}` has no label name before `{op}`"));
-        }
-        let m = Matcher {
-            name: name.to_string(),
-            value: value.to_string(),
-            regex: op.contains('~'),
-            negative: op.starts_with('!'),
-        };
-        if m.regex {
-            regex::Regex::new(&format!("^(?:{})$", m.value))
-                .map_err(|e| format!("`{}` is not a regular expression: {e}", m.value))?;
-        }
-        Ok(m)
-    }
-
-    /// Whether an alert's labels match (a missing label is the empty value).
-    pub fn matches(&self, labels: &[(String, String)]) -> bool {
-        let v = labels
-            .iter()
-            .find(|(k, _)| *k == self.name)
-            .map_or("", |(_, v)| v.as_str());
-        let hit = if self.regex {
-            regex::Regex::new(&format!("^(?:{})$", self.value)).is_ok_and(|r| r.is_match(v))
-        } else {
-            v == self.value
-        };
-        hit != self.negative
-    }
-}
-
-impl std::fmt::Display for Matcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let op = match (self.regex, self.negative) {
-            (false, false) => "=",
-            (false, true) => "!=",
-            (true, false) => "=~",
-            (true, true) => "!~",
-        };
-        write!(f, "{}{op}{:?}", self.name, self.value)
-    }
-}
+pub use slipway_spec::matcher::Matcher;
 
 /// A silence: what it mutes, until when, who set it and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,6 +240,46 @@ struct Group {
     /// Notifications sent so far (part of each one's id).
     sent: u64,
     acked_by: Option<String>,
+}
+
+impl Group {
+    /// A notification of `alerts` (firing if any is).
+    fn notification(
+        &self,
+        id: String,
+        key: &str,
+        alerts: Vec<AlertItem>,
+        external_url: &str,
+        reason: &str,
+    ) -> Notification {
+        let common = |pick: fn(&AlertItem) -> &Vec<(String, String)>| -> Vec<(String, String)> {
+            let Some(first) = alerts.first() else {
+                return Vec::new();
+            };
+            pick(first)
+                .iter()
+                .filter(|kv| alerts.iter().all(|a| pick(a).contains(kv)))
+                .cloned()
+                .collect()
+        };
+        Notification {
+            id,
+            group_key: key.to_string(),
+            receiver: self.channel.clone(),
+            status: if alerts.iter().any(|a| a.status == Status::Firing) {
+                Status::Firing
+            } else {
+                Status::Resolved
+            },
+            group_labels: self.labels.clone(),
+            common_labels: common(|a| &a.labels),
+            common_annotations: common(|a| &a.annotations),
+            alerts,
+            external_url: external_url.to_string(),
+            reason: reason.to_string(),
+            acknowledged_by: None,
+        }
+    }
 }
 
 /// The router: groups, and when each fingerprint last paged.
@@ -297,18 +353,43 @@ impl Router {
     }
 
     /// Acknowledges the groups holding an alert matching all of `matchers`: they stop
-    /// repeating until they resolve. Returns how many.
-    pub fn ack(&mut self, matchers: &[Matcher], by: &str) -> usize {
+    /// repeating until they resolve. Returns how many, and for those already notified an
+    /// acknowledgement to tell their channel (PagerDuty acknowledges its incident, a chat
+    /// says who took it); one per group and notification, however often it is acked.
+    pub fn ack(
+        &mut self,
+        matchers: &[Matcher],
+        by: &str,
+        external_url: &str,
+    ) -> (usize, Vec<Notification>) {
         let mut n = 0;
-        for g in self.groups.values_mut() {
+        let mut told = Vec::new();
+        for (key, g) in &mut self.groups {
             if g.alerts.values().any(|a| {
                 a.status == Status::Firing && matchers.iter().all(|m| m.matches(&a.labels))
             }) {
                 g.acked_by = Some(by.to_string());
                 n += 1;
+                if g.last_sent_ms.is_some() {
+                    let alerts: Vec<AlertItem> = g
+                        .alerts
+                        .values()
+                        .filter(|a| a.status == Status::Firing)
+                        .cloned()
+                        .collect();
+                    let mut note = g.notification(
+                        format!("{key}#{}-ack", g.sent),
+                        key,
+                        alerts,
+                        external_url,
+                        "acknowledged",
+                    );
+                    note.acknowledged_by = Some(by.to_string());
+                    told.push(note);
+                }
             }
         }
-        n
+        (n, told)
     }
 
     /// The notifications due at `now`, the router's state moved on as if they were sent
@@ -392,34 +473,14 @@ impl Router {
                     })
                     .map(|a| (*a).clone())
                     .collect();
-                let common =
-                    |pick: fn(&AlertItem) -> &Vec<(String, String)>| -> Vec<(String, String)> {
-                        let Some(first) = alerts.first() else {
-                            return Vec::new();
-                        };
-                        pick(first)
-                            .iter()
-                            .filter(|kv| alerts.iter().all(|a| pick(a).contains(kv)))
-                            .cloned()
-                            .collect()
-                    };
                 g.sent += 1;
-                out.push(Notification {
-                    id: format!("{key}#{}", g.sent),
-                    group_key: key.clone(),
-                    receiver: g.channel.clone(),
-                    status: if firing.is_empty() {
-                        Status::Resolved
-                    } else {
-                        Status::Firing
-                    },
-                    group_labels: g.labels.clone(),
-                    common_labels: common(|a| &a.labels),
-                    common_annotations: common(|a| &a.annotations),
+                out.push(g.notification(
+                    format!("{key}#{}", g.sent),
+                    key,
                     alerts,
-                    external_url: cfg.external_url.to_string(),
-                    reason: reason.to_string(),
-                });
+                    cfg.external_url,
+                    reason,
+                ));
                 for fp in &firing {
                     self.paged
                         .entry(fp.clone())
@@ -574,10 +635,15 @@ mod tests {
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].reason, "repeat interval elapsed");
         assert_ne!(n[0].id, "hook:{alertname=\"api_down\"}#1");
-        assert_eq!(
-            r.ack(&[Matcher::parse("alertname=api_down").unwrap()], "ana"),
-            1
-        );
+        let api_down = [Matcher::parse("alertname=api_down").unwrap()];
+        let (n, told) = r.ack(&api_down, "ana", "http://slipway");
+        assert_eq!(n, 1);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].acknowledged_by.as_deref(), Some("ana"));
+        assert_eq!(told[0].reason, "acknowledged");
+        // Told once per notified group: acked again, the same key (the outbox skips it).
+        let (_, again) = r.ack(&api_down, "ana", "http://slipway");
+        assert_eq!(again[0].id, told[0].id);
         assert!(env.due(&mut r, 1_800_000).is_empty());
         // Resolved: told once, and the group (and its ack) is gone.
         r.ingest(
@@ -729,7 +795,7 @@ repeat_interval = "1d"
 "#,
         )
         .unwrap();
-        let r = Routing::from_spec(&a);
+        let r = Routing::from_spec(&a, &mut Vec::new());
         assert_eq!(r.group_by, ["alertname", "service"]);
         let p1 = r.timing(Severity::P1);
         assert_eq!(p1.repeat_interval, Some(Duration::from_secs(300)));
@@ -748,5 +814,59 @@ repeat_interval = "1d"
         .unwrap_err()
         .to_string();
         assert!(e.contains("never"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn a_maintenance_window_mutes_only_while_open_in_its_time_zone() {
+        let a: slipway_spec::model::Alerting = toml::from_str(
+            r#"
+[maintenance.backups]
+schedule = "0 2 * * SUN"
+duration = "2h"
+timezone = "Europe/Berlin"
+matchers = ["service=db"]
+"#,
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        let r = Routing::from_spec(&a, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        // Sunday 2026-12-06, 02:00 in Berlin is 01:00 UTC.
+        for (t, open) in [
+            ("2026-12-06T00:59:59Z", false),
+            ("2026-12-06T01:00:00Z", true),
+            ("2026-12-06T02:59:59Z", true),
+            ("2026-12-06T03:00:00Z", false),
+            ("2026-12-09T01:30:00Z", false),
+            ("2026-12-13T01:30:00Z", true),
+        ] {
+            let s = r.windows_open(at(t));
+            assert_eq!(s.len(), usize::from(open), "{t}: {s:?}");
+            if let Some(s) = s.first() {
+                assert_eq!(s.id, "maintenance:backups");
+                assert_eq!(s.ends_at - s.starts_at, 2 * 3_600_000);
+                let db = [("service".to_string(), "db".to_string())];
+                let web = [("service".to_string(), "web".to_string())];
+                assert!(s.mutes(&db, at(t)) && !s.mutes(&web, at(t)));
+            }
+        }
+        // What cannot be read is named, and left out.
+        let bad: slipway_spec::model::Alerting = toml::from_str(
+            "[maintenance.x]\nschedule = \"every sunday\"\nduration = \"1h\"\n[maintenance.y]\nschedule = \"0 2 * * *\"\nduration = \"1h\"\nmatchers = [\"service\"]",
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        assert!(
+            Routing::from_spec(&bad, &mut problems)
+                .maintenance
+                .is_empty()
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 }

@@ -70,6 +70,15 @@ pub enum Transition {
     },
 }
 
+impl Transition {
+    /// The alert's labels.
+    pub fn labels(&self) -> &Labels {
+        match self {
+            Transition::Fired { labels, .. } | Transition::Resolved { labels, .. } => labels,
+        }
+    }
+}
+
 /// The alerts of one rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleState {

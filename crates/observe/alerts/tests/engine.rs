@@ -222,3 +222,101 @@ async fn notifications_survive_a_receiver_outage_and_a_crash_between_deciding_an
     let count = |s: &str| history.iter().filter(|h| h.event.status == s).count();
     assert_eq!((count("fired"), count("resolved")), (3, 3));
 }
+
+/// A channel that keeps failing raises `slipway_channel_failing` on the other channels, not on
+/// itself; its health follows what each pass over the outbox did.
+#[tokio::test]
+async fn a_failing_channel_is_reported_on_the_others() {
+    use slipway_alerts::engine::{CHANNEL_FAILING, ChannelHealth, deliver};
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Tsdb::open(&dir.path().join("metrics"), TsdbOptions::default()).unwrap();
+    let backend = Embedded::new(Arc::clone(&metrics));
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let (good, good_url) = receiver().await;
+    let (bad, bad_url) = receiver().await;
+    *bad.up.lock().unwrap() = false;
+    let mut chans = channels(&good_url);
+    chans.extend(
+        channels(&bad_url)
+            .into_values()
+            .map(|c| ("pager".to_string(), c)),
+    );
+    let failing: Alert = toml::from_str(
+        "expr = 'slipway_notification_channel_failing_seconds > 120'\nseverity = \"P2\"",
+    )
+    .unwrap();
+    let mut rules = rules();
+    rules.push(Rule::from_spec(CHANNEL_FAILING, &failing).unwrap());
+    // Every channel, so the pager's own alert would reach it if nothing kept it away.
+    rules[0].channels = vec![];
+    let mut engine = Alerting::open(rules, chans, store.clone(), "http://slipway")
+        .await
+        .unwrap();
+    let mut health = ChannelHealth::default();
+    let mut now = 1_800_000_000_000i64;
+    let series = |c: &str| {
+        Labels::from_pairs([
+            ("__name__", "slipway_notification_channel_failing_seconds"),
+            ("channel", c),
+        ])
+    };
+    metrics
+        .append_batch(&[(
+            Labels::from_pairs([("__name__", "health_check_failures"), ("service", "web")]),
+            now,
+            9.0,
+        )])
+        .unwrap();
+    for _ in 0..200 {
+        engine.evaluate(&backend, now).await.unwrap();
+        let report = deliver(store.as_ref(), &engine.senders(), now)
+            .await
+            .unwrap();
+        health.record(&report, now);
+        metrics
+            .append_batch(&[
+                (series("hook"), now, health.failing_seconds("hook", now)),
+                (series("pager"), now, health.failing_seconds("pager", now)),
+            ])
+            .unwrap();
+        now += 1000;
+    }
+    assert_eq!(health.failing.keys().collect::<Vec<_>>(), ["pager"]);
+    assert!(health.failing["pager"].1.contains("503"), "{health:?}");
+    let got = good.got.lock().unwrap().clone();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|(_, b)| b["commonLabels"]["alertname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api_down", CHANNEL_FAILING], "{got:?}");
+    assert_eq!(got[1].1["commonLabels"]["channel"], "pager");
+    // The pager was never told about itself: its queue holds api_down alone.
+    let queued: Vec<String> = store
+        .outbox(50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.channel == "pager")
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert!(queued[0].contains("api_down"));
+    // Back up: delivered, well again.
+    *bad.up.lock().unwrap() = true;
+    for _ in 0..400 {
+        let report = deliver(store.as_ref(), &engine.senders(), now)
+            .await
+            .unwrap();
+        health.record(&report, now);
+        if health.failing.is_empty() {
+            break;
+        }
+        now += 1000;
+    }
+    assert!(health.failing.is_empty());
+    assert_eq!(bad.got.lock().unwrap().len(), 1);
+}

@@ -78,6 +78,7 @@ fn notification(status: Status) -> Notification {
         alerts: vec![alert("web", status), alert("api", status)],
         external_url: "http://slipway:7070".into(),
         reason: "first notification".into(),
+        acknowledged_by: None,
     }
 }
 
@@ -212,6 +213,33 @@ async fn every_channel_sends_what_its_receiver_requires_and_says_when_to_retry()
         if kind == "pagerduty" {
             // One incident: trigger and resolve share the dedup key.
             assert_eq!(got[0].1["dedup_key"], got[1].1["dedup_key"]);
+        }
+        // An acknowledgement: PagerDuty acknowledges the incident, chats say who took it; the
+        // webhook and Alertmanager have no such thing and skip it.
+        let mut ack = notification(Status::Firing);
+        ack.id = "g1-ack".into();
+        ack.reason = "acknowledged".into();
+        ack.acknowledged_by = Some("ana".into());
+        assert_eq!(
+            n.tells_acks(),
+            !matches!(kind, "webhook" | "alertmanager"),
+            "{kind}"
+        );
+        if n.tells_acks() {
+            n.send(&ack).await.unwrap();
+            let got = r.got.lock().unwrap().clone();
+            let body = &got[2].1;
+            match kind {
+                "pagerduty" => {
+                    assert_eq!(body["event_action"], "acknowledge");
+                    assert_eq!(body["dedup_key"], got[0].1["dedup_key"]);
+                }
+                _ => assert!(
+                    body.to_string().contains("ACKNOWLEDGED by ana"),
+                    "{kind}: {body}"
+                ),
+            }
+            r.got.lock().unwrap().pop();
         }
 
         // A receiver failing on its side is worth another try; one refusing the request is not.

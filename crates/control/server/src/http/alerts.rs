@@ -13,7 +13,7 @@ use slipway_alerts::route::{Matcher, Silence};
 use slipway_alerts::state::Phase;
 use slipway_api::{
     AckBody, AlertHistoryParams, AlertHistoryView, AlertRuleView, AlertView, AlertsView,
-    DeliveryView, ErrorBody, SilenceBody, SilenceView, TestBody,
+    DeliveryView, ErrorBody, FailingChannelView, SilenceBody, SilenceView, TestBody,
 };
 
 use super::AppState;
@@ -127,12 +127,7 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Alerts
             error: health.get(&r.name).and_then(|h| h.error.clone()),
         })
         .collect();
-    let silences = saved
-        .silences
-        .iter()
-        .filter(|s| s.ends_at > now_ms())
-        .map(silence_view)
-        .collect();
+    let silences = engine.silences(now_ms()).iter().map(silence_view).collect();
     drop(engine);
     let deliveries = app
         .store
@@ -168,12 +163,28 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Alerts
         .lock()
         .map(|p| p.clone())
         .unwrap_or_default();
+    let failing_channels = app
+        .alerts
+        .health
+        .lock()
+        .map(|h| {
+            h.failing
+                .iter()
+                .map(|(c, (since, error))| FailingChannelView {
+                    channel: c.clone(),
+                    since: time(*since),
+                    error: error.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Json(AlertsView {
         alerts,
         rules,
         deliveries,
         silences,
         problems,
+        failing_channels,
     }))
 }
 
@@ -311,6 +322,7 @@ pub(crate) async fn test_channel(
         }],
         external_url: format!("http://{}", app.control.listen),
         reason: "test".into(),
+        acknowledged_by: None,
     };
     let note = |outcome: &'static str| AuditNote {
         action: Some("alert.test"),
@@ -366,11 +378,24 @@ pub(crate) async fn add_silence(
         ));
     }
     let now = now_ms();
+    let start = match &body.starts_at {
+        None => now,
+        Some(t) => t
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| {
+                ApiError::bad_request(
+                    format!("`{t}` is not a time: {e}"),
+                    "write it as RFC 3339, e.g. `2026-12-24T22:00:00Z`",
+                )
+            })?
+            .as_millisecond()
+            .max(now),
+    };
     let s = Silence {
         id: format!("s{}", hex::encode(getrandom_bytes())),
         matchers: ms,
-        starts_at: now,
-        ends_at: now + i64::try_from(duration.std().as_millis()).unwrap_or(i64::MAX / 2),
+        starts_at: start,
+        ends_at: start + i64::try_from(duration.std().as_millis()).unwrap_or(i64::MAX / 2),
         created_by: ACTOR.into(),
         comment: body.comment.trim().to_string(),
     };
@@ -406,15 +431,7 @@ fn getrandom_bytes() -> [u8; 4] {
 pub(crate) async fn list_silences(State(app): State<Arc<AppState>>) -> Json<Vec<SilenceView>> {
     let engine = app.alerts.engine.lock().await;
     let now = now_ms();
-    Json(
-        engine
-            .saved()
-            .silences
-            .iter()
-            .filter(|s| s.ends_at > now)
-            .map(silence_view)
-            .collect(),
-    )
+    Json(engine.silences(now).iter().map(silence_view).collect())
 }
 
 /// Ends a silence now.

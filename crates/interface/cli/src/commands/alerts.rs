@@ -63,6 +63,14 @@ pub(crate) async fn alerts(ctx: &Context, cmd: Option<AlertsCommand>) -> Result<
                 }
                 println!("{t}");
             }
+            for c in &view.failing_channels {
+                println!(
+                    "channel {} fails since {}: {}",
+                    c.channel,
+                    short(&c.since),
+                    c.error
+                );
+            }
             let failing: Vec<_> = view.rules.iter().filter(|r| r.error.is_some()).collect();
             for r in failing {
                 println!(
@@ -186,6 +194,7 @@ pub(crate) async fn silence(ctx: &Context, cmd: SilenceCommand) -> Result<u8, Cl
         SilenceCommand::Add {
             matchers,
             duration,
+            start,
             comment,
         } => {
             let s: SilenceView = client
@@ -194,6 +203,7 @@ pub(crate) async fn silence(ctx: &Context, cmd: SilenceCommand) -> Result<u8, Cl
                     &SilenceBody {
                         matchers,
                         duration,
+                        starts_at: start,
                         comment,
                     },
                 )
@@ -202,9 +212,10 @@ pub(crate) async fn silence(ctx: &Context, cmd: SilenceCommand) -> Result<u8, Cl
                 output::json(&s);
             } else {
                 println!(
-                    "silence {} mutes {} until {}",
+                    "silence {} mutes {} from {} until {}",
                     s.id,
                     s.matchers.join(", "),
+                    short(&s.starts_at),
                     short(&s.ends_at)
                 );
             }

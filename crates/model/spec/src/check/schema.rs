@@ -401,6 +401,7 @@ fn describe(schema: &Json, checker: &SchemaChecker<'_>) -> Option<String> {
             units::format::SIZE => Some("a size such as \"10MB\""),
             units::format::CRON => Some("a cron schedule such as \"*/5 * * * *\""),
             units::format::TIMEZONE => Some("a time zone such as \"UTC\""),
+            units::format::REPEAT => Some("a duration such as \"15m\", or \"never\""),
             _ => None,
         };
         if let Some(word) = word {

@@ -94,6 +94,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
             self.out.push(d);
         }
         self.alerts();
+        self.alerting();
         self.metrics();
         self.slos();
         self.pipeline();
@@ -685,6 +686,40 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
         }
     }
 
+    /// `[alerting]`: its maintenance windows' schedules, time zones and matchers.
+    fn alerting(&mut self) {
+        let windows: Vec<(String, crate::model::Maintenance)> = self
+            .config
+            .alerting
+            .maintenance
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, w) in &windows {
+            let base = KeyPath::root().key("alerting").key("maintenance").key(name);
+            if let Err(e) = crate::units::check_cron(&w.schedule) {
+                self.error_at(&base.key("schedule"), e.message, Some(e.hint.into()));
+            }
+            if let Some(tz) = &w.timezone
+                && let Err(e) = crate::units::check_timezone(tz)
+            {
+                self.error_at(&base.key("timezone"), e.message, Some(e.hint.into()));
+            }
+            for (i, m) in w.matchers.iter().enumerate() {
+                if let Err(e) = crate::matcher::Matcher::parse(m) {
+                    self.error_at(
+                        &base.key("matchers").index(i),
+                        e,
+                        Some(
+                            "write `service=db`, `env!=staging` or `alertname=~\"backup_.*\"`"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// A template at `path`: an error points into the string.
     fn template_at(&mut self, path: &KeyPath, text: &str) {
         if let Err(e) = crate::template::Template::parse(text) {
@@ -1038,20 +1073,26 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     Some("write it as `smtp.example.com:587`".into()),
                 );
             }
-            if channel.kind == ChannelKind::Email
-                && let Some(bad) = channel
+            if channel.kind == ChannelKind::Email {
+                let bad: Vec<(KeyPath, String)> = channel
                     .to
                     .iter()
-                    .chain(&channel.from)
-                    .find(|a| !a.contains('@'))
-            {
-                self.error_at(
-                    &base,
-                    format!("`{bad}` is not an email address"),
-                    Some(
-                        "write it as `oncall@example.com` or `On call <oncall@example.com>`".into(),
-                    ),
-                );
+                    .enumerate()
+                    .map(|(i, a)| (base.key("to").index(i), a))
+                    .chain(channel.from.iter().map(|a| (base.key("from"), a)))
+                    .filter(|(_, a)| !a.contains('@'))
+                    .map(|(p, a)| (p, a.clone()))
+                    .collect();
+                for (path, a) in bad {
+                    self.error_at(
+                        &path,
+                        format!("`{a}` is not an email address"),
+                        Some(
+                            "write it as `oncall@example.com` or `On call <oncall@example.com>`"
+                                .into(),
+                        ),
+                    );
+                }
             }
             if channel.kind == ChannelKind::Email
                 && channel.user.is_some()
