@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slipway_alerts::email::{Email, Security, Smtp};
-use slipway_alerts::engine::{Alerting, CHANNEL_FAILING, Channel, ChannelHealth};
+use slipway_alerts::engine::{Alerting, CHANNEL_FAILING, Channel, ChannelHealth, Pacer};
 use slipway_alerts::notify::{
     Alertmanager, Endpoint, Notifier, PagerDuty, Slack, Telegram, Webhook,
 };
@@ -37,7 +37,7 @@ fn now_ms() -> i64 {
 
 /// Slipway's own rules, on its own series (`[alerting] builtin = false` turns them off; a
 /// rule of the file with the same name replaces one).
-const BUILTIN: [(&str, &str); 5] = [
+const BUILTIN: [(&str, &str); 7] = [
     (
         "slipway_crash_looping",
         r#"expr = 'increase(slipway_service_restarts_total[10m]) > 3'
@@ -52,6 +52,23 @@ description = "`slipway logs {{ $labels.service }}` shows why it exits"
 for = "1m"
 severity = "P2"
 summary = "instance {{ $labels.instance }} of {{ $labels.service }} ({{ $labels.environment }}) has been down for a minute"
+"#,
+    ),
+    (
+        "slipway_health_check_failing",
+        r#"expr = 'slipway_instance_healthy == 0 and on (instance) slipway_instance_up == 1'
+for = "2m"
+severity = "P2"
+summary = "instance {{ $labels.instance }} of {{ $labels.service }} ({{ $labels.environment }}) has failed its health checks for 2 minutes"
+description = "`slipway status` shows its checks; `slipway logs {{ $labels.service }}` its output"
+"#,
+    ),
+    (
+        "slipway_pipeline_failing",
+        r#"expr = 'slipway_pipeline_last_run_success == 0'
+severity = "P3"
+summary = "the last pipeline run of {{ $labels.ref }} for {{ $labels.environment }} failed"
+description = "`slipway pipeline status` shows the step that failed"
 "#,
     ),
     (
@@ -247,13 +264,35 @@ impl Alerts {
         });
         let this = alerts.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pacer = Pacer::default();
+            let mut scraped = metrics.scraper.subscribe();
+            let mut scrapes_live = true;
+            let mut last = tokio::time::Instant::now();
             loop {
+                // Every second, and also as soon as a scrape stores samples or a pending
+                // alert's `for` runs out (no more often than every 200 ms): a condition that
+                // becomes true fires a tick sooner than on a fixed beat.
+                let due = this.engine.lock().await.next_due();
+                let mut wake = last + Duration::from_secs(1);
+                // (One already due was just evaluated; if it still waits, the beat retries.)
+                if let Some(wait) = due.and_then(|d| u64::try_from(d - now_ms()).ok()) {
+                    wake = wake.min(tokio::time::Instant::now() + Duration::from_millis(wait));
+                }
+                let new_samples = async {
+                    if scrapes_live {
+                        scraped.changed().await.is_ok()
+                    } else {
+                        std::future::pending().await
+                    }
+                };
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep_until(wake) => {}
+                    // The scraper gone: the beat alone.
+                    live = new_samples => scrapes_live = live,
                     _ = shutdown.cancelled() => break,
                 }
+                tokio::time::sleep_until(last + Duration::from_millis(200)).await;
+                last = tokio::time::Instant::now();
                 let backend = metrics.backend();
                 let (store, senders) = {
                     let mut engine = this.engine.lock().await;
@@ -264,7 +303,9 @@ impl Alerts {
                 };
                 // Sent without holding the engine: the API reads it meanwhile.
                 let now = now_ms();
-                match slipway_alerts::engine::deliver(store.as_ref(), &senders, now).await {
+                match slipway_alerts::engine::deliver(store.as_ref(), &senders, &mut pacer, now)
+                    .await
+                {
                     Ok(report) => {
                         let mut health = this.health.lock().map(|h| h.clone()).unwrap_or_default();
                         health.failing.retain(|c, _| senders.contains_key(c));

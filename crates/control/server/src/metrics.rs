@@ -13,6 +13,7 @@ use slipway_metrics::labels::Labels;
 use slipway_metrics::remote_write::RemoteWriter;
 use slipway_metrics::scrape::{Scraper, Target};
 use slipway_metrics::storage::tsdb::{Tsdb, TsdbOptions};
+use slipway_pipeline::state::status;
 use slipway_spec::resolve::ResolvedMetrics;
 use slipway_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -271,8 +272,11 @@ impl Metrics {
                                 0.0
                             };
                             batch.push((l("slipway_instance_up"), t, up));
-                            let healthy = if i.health == "healthy" { 1.0 } else { 0.0 };
-                            batch.push((l("slipway_instance_healthy"), t, healthy));
+                            // Only instances that are checked have a health to report.
+                            if i.health != "none" {
+                                let healthy = if i.health == "healthy" { 1.0 } else { 0.0 };
+                                batch.push((l("slipway_instance_healthy"), t, healthy));
+                            }
                             if let Some(c) = i.cpu_percent {
                                 batch.push((l("slipway_instance_cpu_percent"), t, c));
                             }
@@ -321,6 +325,36 @@ impl Metrics {
                             t,
                             n,
                         ));
+                    }
+                }
+                // Each environment's pipeline, by ref: whether its last finished run passed.
+                let query = slipway_store::RunQuery {
+                    limit: 500,
+                    ..Default::default()
+                };
+                if let Ok(runs) = store.runs(&query).await {
+                    let mut seen = std::collections::HashSet::new();
+                    for r in runs
+                        .iter()
+                        .filter(|r| r.status == status::SUCCEEDED || r.status == status::FAILED)
+                    {
+                        if seen.insert((r.environment.clone(), r.git_ref.clone())) {
+                            batch.push((
+                                labels(
+                                    "slipway_pipeline_last_run_success",
+                                    [
+                                        ("environment", r.environment.as_str()),
+                                        ("ref", r.git_ref.as_str()),
+                                    ],
+                                ),
+                                t,
+                                if r.status == status::SUCCEEDED {
+                                    1.0
+                                } else {
+                                    0.0
+                                },
+                            ));
+                        }
                     }
                 }
                 let db = this.tsdb.clone();

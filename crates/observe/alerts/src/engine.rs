@@ -55,6 +55,7 @@ pub struct Alerting {
     saved: Saved,
     health: BTreeMap<String, RuleHealth>,
     routing: Routing,
+    pacer: Pacer,
     external_url: String,
 }
 
@@ -99,6 +100,7 @@ impl Alerting {
             saved,
             health: BTreeMap::new(),
             routing: Routing::default(),
+            pacer: Pacer::default(),
             external_url: external_url.to_string(),
         })
     }
@@ -108,6 +110,24 @@ impl Alerting {
     pub fn reconfigure(&mut self, rules: Vec<Rule>, channels: HashMap<String, Channel>) {
         self.rules = rules;
         self.channels = channels;
+    }
+
+    /// The next moment (ms) a pending alert's `for` runs out, when the rules should be
+    /// evaluated again for it to fire on time.
+    pub fn next_due(&self) -> Option<i64> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let state = self.saved.rules.get(&r.name)?;
+                let for_ms = i64::try_from(r.for_.as_millis()).unwrap_or(i64::MAX / 4);
+                state
+                    .alerts
+                    .values()
+                    .filter(|a| a.phase == crate::state::Phase::Pending)
+                    .map(|a| a.active_at.saturating_add(for_ms))
+                    .min()
+            })
+            .min()
     }
 
     /// How alerts are grouped and timed from now on.
@@ -287,8 +307,9 @@ impl Alerting {
     }
 
     /// Sends what is due at `now` (ms); returns how many were delivered.
-    pub async fn deliver(&self, now: i64) -> Result<usize, StoreError> {
-        Ok(deliver(self.store.as_ref(), &self.senders(), now)
+    pub async fn deliver(&mut self, now: i64) -> Result<usize, StoreError> {
+        let senders = self.senders();
+        Ok(deliver(self.store.as_ref(), &senders, &mut self.pacer, now)
             .await?
             .delivered)
     }
@@ -375,6 +396,8 @@ pub struct Report {
     pub succeeded: std::collections::BTreeSet<String>,
     /// Channels that failed, with why.
     pub failed: BTreeMap<String, String>,
+    /// Notifications held back by a channel's rate limit (sent on a later pass).
+    pub held: usize,
 }
 
 /// Since when each channel has been failing, and why (kept by whoever works the outbox).
@@ -405,18 +428,64 @@ impl ChannelHealth {
     }
 }
 
+/// A rate limit per channel: a token bucket holding `burst` sends, refilled at `per_second`
+/// (Slack and Telegram take about one message a second per webhook or chat). What exceeds
+/// it waits in the outbox, in order.
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    burst: f64,
+    per_second: f64,
+    buckets: HashMap<String, (f64, i64)>,
+}
+
+impl Default for Pacer {
+    fn default() -> Pacer {
+        Pacer::new(10.0, 1.0)
+    }
+}
+
+impl Pacer {
+    /// Bursts of `burst` sends, then `per_second`.
+    pub fn new(burst: f64, per_second: f64) -> Pacer {
+        Pacer {
+            burst,
+            per_second,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Whether `channel` may send at `now` (ms); if so, the send is counted.
+    pub fn take(&mut self, channel: &str, now: i64) -> bool {
+        let (tokens, at) = self
+            .buckets
+            .entry(channel.to_string())
+            .or_insert((self.burst, now));
+        *tokens = (*tokens + (now - *at).max(0) as f64 / 1000.0 * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Works the outbox at `now` (ms): each channel's due notifications in order, a failure
-/// holding back the channel's later ones.
+/// holding back the channel's later ones, as does the channel's rate limit in `pacer`.
 pub async fn deliver(
     store: &dyn Store,
     channels: &HashMap<String, Arc<dyn Notifier>>,
+    pacer: &mut Pacer,
     now: i64,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let mut failed_channels = std::collections::HashSet::new();
+    let mut held_channels = std::collections::HashSet::new();
     for e in store.due_notifications(now, 100).await? {
-        if failed_channels.contains(&e.channel) {
-            // An earlier one of this channel failed just now: keep the order.
+        if failed_channels.contains(&e.channel) || held_channels.contains(&e.channel) {
+            // An earlier one of this channel failed just now, or it has sent its share: keep
+            // the order.
             continue;
         }
         let Ok(n) = serde_json::from_str::<Notification>(&e.payload) else {
@@ -448,6 +517,11 @@ pub async fn deliver(
             store.notification_sent(e.seq, now).await?;
             continue;
         }
+        if !pacer.take(&e.channel, now) {
+            held_channels.insert(e.channel.clone());
+            report.held += 1;
+            continue;
+        }
         match notifier.send(&n).await {
             Ok(()) => {
                 store.notification_sent(e.seq, now).await?;
@@ -470,4 +544,23 @@ pub async fn deliver(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pacer;
+
+    #[test]
+    fn a_channel_sends_a_burst_then_one_a_second_and_others_are_not_held() {
+        let mut p = Pacer::default();
+        let sent = (0..25).filter(|_| p.take("slack", 0)).count();
+        assert_eq!(sent, 10);
+        assert!(p.take("pager", 0), "another channel has its own bucket");
+        assert!(!p.take("slack", 999));
+        assert!(p.take("slack", 1000));
+        assert!(!p.take("slack", 1000));
+        // Idle for a minute: a full burst again, not sixty.
+        let sent = (0..25).filter(|_| p.take("slack", 61_000)).count();
+        assert_eq!(sent, 10);
+    }
 }

@@ -227,7 +227,7 @@ async fn notifications_survive_a_receiver_outage_and_a_crash_between_deciding_an
 /// itself; its health follows what each pass over the outbox did.
 #[tokio::test]
 async fn a_failing_channel_is_reported_on_the_others() {
-    use slipway_alerts::engine::{CHANNEL_FAILING, ChannelHealth, deliver};
+    use slipway_alerts::engine::{CHANNEL_FAILING, ChannelHealth, Pacer, deliver};
     let dir = tempfile::tempdir().unwrap();
     let metrics = Tsdb::open(&dir.path().join("metrics"), TsdbOptions::default()).unwrap();
     let backend = Embedded::new(Arc::clone(&metrics));
@@ -257,6 +257,7 @@ async fn a_failing_channel_is_reported_on_the_others() {
         .await
         .unwrap();
     let mut health = ChannelHealth::default();
+    let mut pacer = Pacer::default();
     let mut now = 1_800_000_000_000i64;
     let series = |c: &str| {
         Labels::from_pairs([
@@ -273,7 +274,7 @@ async fn a_failing_channel_is_reported_on_the_others() {
         .unwrap();
     for _ in 0..200 {
         engine.evaluate(&backend, now).await.unwrap();
-        let report = deliver(store.as_ref(), &engine.senders(), now)
+        let report = deliver(store.as_ref(), &engine.senders(), &mut pacer, now)
             .await
             .unwrap();
         health.record(&report, now);
@@ -308,7 +309,7 @@ async fn a_failing_channel_is_reported_on_the_others() {
     // Back up: delivered, well again.
     *bad.up.lock().unwrap() = true;
     for _ in 0..400 {
-        let report = deliver(store.as_ref(), &engine.senders(), now)
+        let report = deliver(store.as_ref(), &engine.senders(), &mut pacer, now)
             .await
             .unwrap();
         health.record(&report, now);

@@ -72,6 +72,8 @@ pub struct Scraper {
     running: Mutex<HashMap<String, Running>>,
     /// Set when stopping should leave the series as they are (the targets live on).
     keep_series: std::sync::atomic::AtomicBool,
+    /// Counts the scrapes stored, for whoever wants to act on new samples at once.
+    stored: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,7 +95,14 @@ impl Scraper {
                 .unwrap_or_default(),
             running: Mutex::new(HashMap::new()),
             keep_series: std::sync::atomic::AtomicBool::new(false),
+            stored: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Changes each time a scrape's samples are stored (alert rules are evaluated then, not
+    /// up to a tick later).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     /// Makes the targets scraped exactly `targets`: new ones start, gone ones stop (their
@@ -213,6 +222,7 @@ impl Scraper {
         if let Err(e) = self.store.append_batch(batch) {
             tracing::error!(error = %e, "cannot store scraped samples");
         }
+        self.stored.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// One scrape; returns the series it stored (for the next one's stale markers).
