@@ -14,6 +14,7 @@ use slipway_alerts::notify::{
 };
 use slipway_alerts::route::Routing;
 use slipway_alerts::rule::Rule;
+use slipway_alerts::slack::SlackApp;
 use slipway_spec::Project;
 use slipway_spec::model::{ChannelKind, SmtpTls, smtp_address};
 use slipway_store::Store;
@@ -111,7 +112,10 @@ fn builtin_rules() -> Vec<Rule> {
 }
 
 /// The rules and channels of a project, and what could not be built.
-fn build(project: &Project) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>) {
+fn build(
+    project: &Project,
+    store: &Arc<dyn Store>,
+) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>) {
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     if project.config.alerting.builtin != Some(false) {
@@ -145,6 +149,17 @@ fn build(project: &Project) -> (Vec<Rule>, HashMap<String, Channel>, Vec<String>
         // where the service has a fixed API, the secret is the key.
         let url_or_secret = c.url.clone().or_else(|| secret.clone());
         let notifier: Arc<dyn Notifier> = match c.kind {
+            ChannelKind::Slack if c.chat.is_some() => Arc::new(SlackApp::new(
+                Endpoint {
+                    url: c
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| "https://slack.com/api".into()),
+                    key: secret,
+                    chat: c.chat.clone(),
+                },
+                store.clone(),
+            )),
             ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Alertmanager => {
                 let Some(url) = url_or_secret else {
                     problems.push(format!("channel `{name}` has no URL"));
@@ -250,7 +265,7 @@ impl Alerts {
         external_url: &str,
         shutdown: CancellationToken,
     ) -> Result<Arc<Alerts>, slipway_store::StoreError> {
-        let (rules, channels, mut problems) = build(project);
+        let (rules, channels, mut problems) = build(project, &store);
         let routing = Routing::from_spec(&project.config.alerting, &mut problems);
         for p in &problems {
             tracing::warn!("{p}");
@@ -339,12 +354,12 @@ impl Alerts {
 
     /// Takes the project's rules and channels again (an apply).
     pub(crate) async fn reconfigure(&self, project: &Project) {
-        let (rules, channels, mut problems) = build(project);
+        let mut engine = self.engine.lock().await;
+        let (rules, channels, mut problems) = build(project, &engine.store());
         let routing = Routing::from_spec(&project.config.alerting, &mut problems);
         for p in &problems {
             tracing::warn!("{p}");
         }
-        let mut engine = self.engine.lock().await;
         engine.reconfigure(rules, channels);
         engine.set_routing(routing);
         if let Ok(mut p) = self.problems.lock() {

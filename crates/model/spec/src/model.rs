@@ -1177,7 +1177,8 @@ pub struct Channel {
     pub ca: Option<String>,
     /// The sender (email; default `slipway@HOSTNAME`).
     pub from: Option<String>,
-    /// The chat messages go to (telegram; the bot token is the `secret`).
+    /// The chat messages go to (telegram; slack through its Web API, with threads: a
+    /// channel id such as `C0123456789`); the bot token is the `secret`.
     pub chat: Option<String>,
     /// Only these severities are sent (default all).
     pub severities: Option<Vec<Severity>>,

@@ -456,3 +456,127 @@ async fn email_reaches_a_real_smtp_server_over_starttls_logged_in() {
     .unwrap();
     assert!(e.contains("oncall at example"), "{e}");
 }
+
+/// Slack's Web API as a local stand-in: records each call (method, bearer, body) and
+/// answers as Slack does (`ok`, a `ts` for a posted message), or refuses with `error`.
+#[derive(Clone, Default)]
+struct FakeSlack {
+    calls: Arc<Mutex<Vec<(String, String, Value)>>>,
+    refuse: Arc<Mutex<Option<String>>>,
+    posted: Arc<Mutex<u32>>,
+}
+
+async fn slack_api(
+    State(f): State<FakeSlack>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::Json<Value> {
+    let method = uri.path().trim_start_matches("/api/").to_string();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if let Some(e) = f.refuse.lock().unwrap().clone() {
+        return axum::Json(serde_json::json!({"ok": false, "error": e}));
+    }
+    f.calls
+        .lock()
+        .unwrap()
+        .push((method.clone(), bearer, body.clone()));
+    let mut n = f.posted.lock().unwrap();
+    if method == "chat.postMessage" {
+        *n += 1;
+        return axum::Json(
+            serde_json::json!({"ok": true, "channel": body["channel"], "ts": format!("1796000000.{:06}", *n)}),
+        );
+    }
+    axum::Json(serde_json::json!({"ok": true, "ts": body["ts"]}))
+}
+
+#[tokio::test]
+async fn slack_through_its_web_api_keeps_each_group_in_one_thread() {
+    use slipway_alerts::slack::SlackApp;
+    let fake = FakeSlack::default();
+    let app = Router::new()
+        .fallback(slack_api)
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn slipway_store::Store> = Arc::new(
+        slipway_store::SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let make = || {
+        SlackApp::new(
+            Endpoint {
+                url: base.clone(),
+                key: Some("xoxb-TOKEN".into()),
+                chat: Some("C0ALERTS".into()),
+            },
+            store.clone(),
+        )
+    };
+    let n = make();
+    assert_eq!(n.kind(), "slack");
+    let calls = || fake.calls.lock().unwrap().clone();
+
+    // The first notification opens a thread.
+    n.send(&notification(Status::Firing)).await.unwrap();
+    let c = calls();
+    assert_eq!(c.len(), 1);
+    let (method, bearer, body) = &c[0];
+    assert_eq!(method, "chat.postMessage");
+    assert_eq!(bearer, "Bearer xoxb-TOKEN");
+    assert_eq!(body["channel"], "C0ALERTS");
+    assert!(body.get("thread_ts").is_none());
+    check("slack", "/services/T0/B0/X", body, Status::Firing);
+
+    // Acknowledged, after a restart (a new notifier, the same store): the first message says
+    // so, and the thread tells it.
+    let n = make();
+    let mut ack = notification(Status::Firing);
+    ack.acknowledged_by = Some("ana".into());
+    n.send(&ack).await.unwrap();
+    let c = calls();
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(c[1].0, "chat.update");
+    assert_eq!(c[1].2["ts"], "1796000000.000001");
+    assert!(c[1].2["text"].as_str().unwrap().contains("ACKNOWLEDGED by ana"));
+    assert_eq!(c[2].0, "chat.postMessage");
+    assert_eq!(c[2].2["thread_ts"], "1796000000.000001");
+    assert_eq!(c[2].2["reply_broadcast"], false);
+
+    // Resolved: the first message turns resolved, the reply shows in the channel too.
+    n.send(&notification(Status::Resolved)).await.unwrap();
+    let c = calls();
+    assert_eq!(c.len(), 5);
+    assert_eq!(c[3].0, "chat.update");
+    assert!(c[3].2["text"].as_str().unwrap().contains("RESOLVED"));
+    assert_eq!(c[4].2["thread_ts"], "1796000000.000001");
+    assert_eq!(c[4].2["reply_broadcast"], true);
+
+    // Firing again later: a new thread.
+    n.send(&notification(Status::Firing)).await.unwrap();
+    let c = calls();
+    assert_eq!(c.len(), 6);
+    assert_eq!(c[5].0, "chat.postMessage");
+    assert!(c[5].2.get("thread_ts").is_none());
+
+    // Slack's refusals: slower is worth a retry, a wrong channel or token is not.
+    for (error, retryable) in [
+        ("ratelimited", true),
+        ("channel_not_found", false),
+        ("invalid_auth", false),
+    ] {
+        *fake.refuse.lock().unwrap() = Some(error.into());
+        let e = n.send(&notification(Status::Firing)).await.unwrap_err();
+        assert_eq!(e.retryable, retryable, "{error}: {e}");
+        assert!(e.message.contains(error) && !e.message.contains("xoxb"), "{e}");
+    }
+}

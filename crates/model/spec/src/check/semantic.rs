@@ -1114,6 +1114,16 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
                     Some("add `smtp = \"smtp.example.com:587\"`".into()),
                 );
             }
+            if channel.kind == ChannelKind::Slack
+                && channel.chat.is_some()
+                && channel.secret.is_none()
+            {
+                self.error_at(
+                    &base.key("chat"),
+                    format!("slack channel `{name}` writes to a chat with no bot token"),
+                    Some("add `secret = \"SLACK_BOT_TOKEN\"`, a secret holding the bot's `xoxb-` token (or drop `chat` and use an incoming webhook `url`)".into()),
+                );
+            }
             if channel.kind == ChannelKind::Telegram && channel.chat.is_none() {
                 self.error_at(
                     &base,
