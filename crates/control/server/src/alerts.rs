@@ -10,7 +10,7 @@ use std::time::Duration;
 use slipway_alerts::email::{Email, Security, Smtp};
 use slipway_alerts::engine::{Alerting, CHANNEL_FAILING, Channel, ChannelHealth, Pacer};
 use slipway_alerts::notify::{
-    Alertmanager, Endpoint, Notifier, PagerDuty, Slack, Telegram, Webhook,
+    Alertmanager, Change, Endpoint, Notifier, PagerDuty, Slack, Telegram, Webhook,
 };
 use slipway_alerts::route::Routing;
 use slipway_alerts::rule::Rule;
@@ -270,13 +270,14 @@ impl Alerts {
         for p in &problems {
             tracing::warn!("{p}");
         }
-        let mut engine = Alerting::open(rules, channels, store, external_url).await?;
+        let mut engine = Alerting::open(rules, channels, store.clone(), external_url).await?;
         engine.set_routing(routing);
         let alerts = Arc::new(Alerts {
             engine: Mutex::new(engine),
             problems: std::sync::Mutex::new(problems),
             health: std::sync::Mutex::new(ChannelHealth::default()),
         });
+        alerts.spawn_changes(store.clone(), external_url, shutdown.clone());
         let this = alerts.clone();
         tokio::spawn(async move {
             let mut pacer = Pacer::default();
@@ -350,6 +351,67 @@ impl Alerts {
             }
         });
         Ok(alerts)
+    }
+
+    /// Deploys that finished, told to the channels that relate changes to incidents
+    /// (PagerDuty's change events): best effort, three tries, never holding the outbox.
+    fn spawn_changes(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        external_url: &str,
+        shutdown: CancellationToken,
+    ) {
+        let this = self.clone();
+        let link = format!("{}/v1/deployments", external_url.trim_end_matches('/'));
+        let mut events = store.subscribe_events();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    _ = shutdown.cancelled() => break,
+                };
+                let event = match event {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                };
+                if !matches!(
+                    event.kind.as_str(),
+                    "deploy.succeeded" | "deploy.rolled_back" | "deploy.failed"
+                ) {
+                    continue;
+                }
+                let change = Change {
+                    summary: event.message.clone(),
+                    source: event
+                        .environment
+                        .clone()
+                        .unwrap_or_else(|| "slipway".into()),
+                    at: event.time.as_millisecond(),
+                    details: serde_json::json!({
+                        "outcome": event.kind.trim_start_matches("deploy."),
+                        "deployment": event.subject,
+                        "data": event.data,
+                    }),
+                    link: Some(link.clone()),
+                };
+                let senders = this.engine.lock().await.senders();
+                for (name, sender) in senders {
+                    for attempt in 0..3u32 {
+                        match sender.change(&change).await {
+                            Ok(()) => break,
+                            Err(e) if e.retryable && attempt < 2 => {
+                                tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(channel = %name, error = %e, "cannot tell a deploy");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Takes the project's rules and channels again (an apply).

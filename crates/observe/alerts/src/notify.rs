@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -256,11 +257,32 @@ pub trait Notifier: Send + Sync {
     /// Delivers one notification.
     async fn send(&self, n: &Notification) -> Result<(), NotifyError>;
 
+    /// Tells of a change (a deploy), for a channel that relates changes to incidents
+    /// (PagerDuty's change events); the others ignore it.
+    async fn change(&self, _change: &Change) -> Result<(), NotifyError> {
+        Ok(())
+    }
+
     /// Whether it tells acknowledgements (PagerDuty, chats, email do; the generic webhook
     /// and Alertmanager, whose payloads have no such thing, do not: theirs are skipped).
     fn tells_acks(&self) -> bool {
         true
     }
+}
+
+/// A change worth relating to incidents: a deploy that finished.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// One line (`deploy of web@v42 to production succeeded`).
+    pub summary: String,
+    /// Where (`production`).
+    pub source: String,
+    /// When (ms).
+    pub at: i64,
+    /// Details (release, deployment, outcome).
+    pub details: Value,
+    /// Where to read more.
+    pub link: Option<String>,
 }
 
 /// What a channel needs: its kind and endpoint (the URL or key comes from a secret where the
@@ -504,10 +526,46 @@ fn n_lines(a: &AlertItem) -> String {
     }
 }
 
+impl PagerDuty {
+    /// A change event (Events API v2, `/v2/change/enqueue`).
+    pub fn change_event(c: &Change, routing_key: &str) -> Value {
+        let mut v = json!({
+            "routing_key": routing_key,
+            "payload": {
+                "summary": c.summary.chars().take(1024).collect::<String>(),
+                "timestamp": rfc3339(Some(c.at)),
+                "source": c.source,
+                "custom_details": c.details,
+            },
+        });
+        if let Some(l) = &c.link {
+            v["links"] = json!([{"href": l, "text": "Deployments"}]);
+        }
+        v
+    }
+}
+
 #[async_trait]
 impl Notifier for PagerDuty {
     fn kind(&self) -> &'static str {
         "pagerduty"
+    }
+
+    async fn change(&self, c: &Change) -> Result<(), NotifyError> {
+        let key = self.endpoint.key.as_deref().unwrap_or_default();
+        let url = format!(
+            "{}/v2/change/enqueue",
+            self.endpoint.url.trim_end_matches('/')
+        );
+        let id = format!("change-{}-{}", c.source, c.at);
+        post(
+            &self.client,
+            &url,
+            &id,
+            &PagerDuty::change_event(c, key),
+            "PagerDuty",
+        )
+        .await
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {

@@ -500,9 +500,7 @@ async fn slack_api(
 async fn slack_through_its_web_api_keeps_each_group_in_one_thread() {
     use slipway_alerts::slack::SlackApp;
     let fake = FakeSlack::default();
-    let app = Router::new()
-        .fallback(slack_api)
-        .with_state(fake.clone());
+    let app = Router::new().fallback(slack_api).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -547,7 +545,12 @@ async fn slack_through_its_web_api_keeps_each_group_in_one_thread() {
     assert_eq!(c.len(), 3, "{c:?}");
     assert_eq!(c[1].0, "chat.update");
     assert_eq!(c[1].2["ts"], "1796000000.000001");
-    assert!(c[1].2["text"].as_str().unwrap().contains("ACKNOWLEDGED by ana"));
+    assert!(
+        c[1].2["text"]
+            .as_str()
+            .unwrap()
+            .contains("ACKNOWLEDGED by ana")
+    );
     assert_eq!(c[2].0, "chat.postMessage");
     assert_eq!(c[2].2["thread_ts"], "1796000000.000001");
     assert_eq!(c[2].2["reply_broadcast"], false);
@@ -577,6 +580,39 @@ async fn slack_through_its_web_api_keeps_each_group_in_one_thread() {
         *fake.refuse.lock().unwrap() = Some(error.into());
         let e = n.send(&notification(Status::Firing)).await.unwrap_err();
         assert_eq!(e.retryable, retryable, "{error}: {e}");
-        assert!(e.message.contains(error) && !e.message.contains("xoxb"), "{e}");
+        assert!(
+            e.message.contains(error) && !e.message.contains("xoxb"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_is_a_pagerduty_change_event_and_nothing_elsewhere() {
+    let change = slipway_alerts::notify::Change {
+        summary: "deployment of web@v42 succeeded in 41000ms".into(),
+        source: "production".into(),
+        at: 1_796_000_000_000,
+        details: serde_json::json!({"outcome": "succeeded", "deployment": "deployment-7"}),
+        link: Some("http://slipway:7070/v1/deployments".into()),
+    };
+    for kind in KINDS {
+        let (r, base) = receiver(202).await;
+        make(kind, &base).change(&change).await.unwrap();
+        let got = r.got.lock().unwrap().clone();
+        if kind != "pagerduty" {
+            assert!(got.is_empty(), "{kind}: {got:?}");
+            continue;
+        }
+        assert_eq!(got.len(), 1);
+        let (path, body) = &got[0];
+        assert_eq!(path, "/v2/change/enqueue");
+        assert_eq!(body["routing_key"], "KEY-123");
+        assert_eq!(body["payload"]["summary"], change.summary);
+        assert_eq!(body["payload"]["source"], "production");
+        assert!(rfc3339(&body["payload"]["timestamp"]), "{body}");
+        assert_eq!(body["payload"]["custom_details"]["outcome"], "succeeded");
+        assert_eq!(body["links"][0]["href"], "http://slipway:7070/v1/deployments");
+        assert!(body.get("event_action").is_none(), "a change has no action: {body}");
     }
 }
