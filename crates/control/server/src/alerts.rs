@@ -283,6 +283,7 @@ impl Alerts {
             let mut pacer = Pacer::default();
             let mut scraped = metrics.scraper.subscribe();
             let mut scrapes_live = true;
+            let mut health_written = 0i64;
             let mut last = tokio::time::Instant::now();
             loop {
                 // Every second, and also as soon as a scrape stores samples or a pending
@@ -326,22 +327,27 @@ impl Alerts {
                         let mut health = this.health.lock().map(|h| h.clone()).unwrap_or_default();
                         health.failing.retain(|c, _| senders.contains_key(c));
                         health.record(&report, now);
-                        // How long each channel has failed, for `slipway_channel_failing`.
-                        let batch: Vec<_> = senders
-                            .keys()
-                            .map(|c| {
-                                (
-                                    crate::metrics::labels(
-                                        "slipway_notification_channel_failing_seconds",
-                                        [("channel", c.as_str())],
-                                    ),
-                                    now,
-                                    health.failing_seconds(c, now),
-                                )
-                            })
-                            .collect();
-                        let db = metrics.tsdb.clone();
-                        let _ = tokio::task::spawn_blocking(move || db.append_batch(&batch)).await;
+                        // How long each channel has failed, for `slipway_channel_failing`,
+                        // every five seconds (the loop runs more often).
+                        if now - health_written >= 5_000 {
+                            health_written = now;
+                            let batch: Vec<_> = senders
+                                .keys()
+                                .map(|c| {
+                                    (
+                                        crate::metrics::labels(
+                                            "slipway_notification_channel_failing_seconds",
+                                            [("channel", c.as_str())],
+                                        ),
+                                        now,
+                                        health.failing_seconds(c, now),
+                                    )
+                                })
+                                .collect();
+                            let db = metrics.tsdb.clone();
+                            let _ =
+                                tokio::task::spawn_blocking(move || db.append_batch(&batch)).await;
+                        }
                         if let Ok(mut h) = this.health.lock() {
                             *h = health;
                         }

@@ -612,7 +612,13 @@ async fn a_deploy_is_a_pagerduty_change_event_and_nothing_elsewhere() {
         assert_eq!(body["payload"]["source"], "production");
         assert!(rfc3339(&body["payload"]["timestamp"]), "{body}");
         assert_eq!(body["payload"]["custom_details"]["outcome"], "succeeded");
-        assert_eq!(body["links"][0]["href"], "http://slipway:7070/v1/deployments");
-        assert!(body.get("event_action").is_none(), "a change has no action: {body}");
+        assert_eq!(
+            body["links"][0]["href"],
+            "http://slipway:7070/v1/deployments"
+        );
+        assert!(
+            body.get("event_action").is_none(),
+            "a change has no action: {body}"
+        );
     }
 }
