@@ -328,8 +328,10 @@ fn events_follow_streams_new_events() {
 fn edits_show_in_plan_and_up_applies_them() {
     let project = Project::new(SMALL);
     let _daemon = project.start();
-    let plan = project.json(&["plan"]);
-    assert_eq!(plan["recorded"], true);
+    // The plan compares with the release that runs: once the first deploy has committed.
+    wait_for("the first release to run", Duration::from_secs(30), || {
+        (project.json(&["plan"])["recorded"] == true).then_some(())
+    });
     assert!(project.ok(&["plan"]).contains("No changes"));
     let edited = SMALL.replace(
         "GREETING = \"hello\"",
