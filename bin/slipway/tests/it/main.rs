@@ -15,4 +15,5 @@ mod metrics;
 mod pipeline;
 mod proxy;
 mod runtime;
+mod slo;
 mod support;

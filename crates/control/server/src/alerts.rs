@@ -131,6 +131,20 @@ fn build(
             Err(e) => problems.push(e.to_string()),
         }
     }
+    // Each SLO's burn-rate alerts, on the error ratios its recording rules keep.
+    let (slos, slo_problems) = slipway_slo::Slo::all(&project.config);
+    problems.extend(slo_problems);
+    for slo in &slos {
+        for (name, alert) in slo.alert_rules() {
+            match Rule::from_spec(&name, &alert) {
+                Ok(mut r) => {
+                    r.source = format!("SLO {}", slo.name);
+                    rules.push(r);
+                }
+                Err(e) => problems.push(format!("SLO {}: {e}", slo.name)),
+            }
+        }
+    }
     for file in &project.rule_files {
         match Rule::from_rule_file(file) {
             Ok(r) => rules.extend(r),

@@ -235,10 +235,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             bin_dir: exe.parent().map(std::path::Path::to_path_buf),
         },
     );
-    let metrics_config = project
-        .resolve(&project.default_environment())
-        .map(|r| r.metrics)
-        .unwrap_or_default();
+    let metrics_config = crate::metrics::config_for(&project, &project.default_environment());
     let metrics = crate::metrics::Metrics::start(
         &state_dir.root().join("metrics"),
         metrics_config,

@@ -48,6 +48,20 @@ pub(crate) fn labels<const N: usize>(name: &str, pairs: [(&str, &str); N]) -> La
     l
 }
 
+/// The metrics configuration of `environment`: the file's, with the recording rules its SLOs
+/// need (their error ratios over every window) after the file's own.
+pub(crate) fn config_for(project: &slipway_spec::Project, environment: &str) -> ResolvedMetrics {
+    let mut config = project
+        .resolve(environment)
+        .map(|r| r.metrics)
+        .unwrap_or_default();
+    let (slos, _) = slipway_slo::Slo::all(&project.config);
+    config
+        .rules
+        .extend(slos.iter().flat_map(slipway_slo::Slo::recording_rules));
+    config
+}
+
 impl Metrics {
     /// Opens the store and starts scraping, writing Slipway's series and maintaining the store.
     pub(crate) fn start(

@@ -242,6 +242,14 @@ pub enum Command {
     /// Silences: mute the alerts matching labels for a while, with a reason.
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// SLOs: each indicator, the error budget left and its burn rates, per environment.
+    #[command(
+        after_help = "Examples:\n  slipway slo\n  slipway --json slo | jq '.[] | select(.budget_remaining < 0.2)'\n  slipway slo export --format prometheus > slo-rules.yml"
+    )]
+    Slo {
+        #[command(subcommand)]
+        cmd: Option<SloCommand>,
+    },
     /// A guided tour: a canary deploy under load, then a bad one rolled back by itself.
     #[command(
         after_help = "Examples:\n  slipway demo\n  slipway demo --keep            leave it running to try rollback, releases, events"
@@ -396,6 +404,17 @@ pub enum AlertsCommand {
         /// Matchers (`name=value`, `name!=value`, `name=~regex`, `name!~regex`).
         #[arg(required = true)]
         matchers: Vec<String>,
+    },
+}
+
+/// `slipway slo …`.
+#[derive(Debug, Subcommand)]
+pub enum SloCommand {
+    /// Print the SLOs' recording and burn-rate alerting rules as a Prometheus rule file.
+    Export {
+        /// The format (`prometheus`: rule-file YAML that `promtool check rules` accepts).
+        #[arg(long, default_value = "prometheus")]
+        format: String,
     },
 }
 

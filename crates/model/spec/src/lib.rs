@@ -25,6 +25,7 @@ pub mod plan;
 pub mod promql;
 pub mod resolve;
 pub mod rulefile;
+pub mod slo_buckets;
 pub mod template;
 pub mod units;
 

@@ -83,9 +83,9 @@ pub struct Config {
     /// Alert rules, by name.
     #[serde(default)]
     pub alerts: IndexMap<String, Alert>,
-    /// Service level objectives with error budgets.
+    /// Service level objectives with error budgets, by name.
     #[serde(default)]
-    pub slos: Vec<Slo>,
+    pub slos: IndexMap<String, Slo>,
     /// Feature flags.
     #[serde(default)]
     pub flags: IndexMap<String, Flag>,
@@ -1065,32 +1065,75 @@ pub struct Alert {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Indicator {
-    /// Share of requests answered without a 5xx.
+    /// Share of the service's requests through the proxy answered without a 5xx.
     #[default]
     Availability,
-    /// Share of requests faster than `latency`.
+    /// Share of the service's requests through the proxy answered within `latency`.
     Latency,
+    /// Share of the service's health checks that passed.
+    Health,
+    /// `good` (or `bad`) events over `total`, two PromQL expressions.
+    Ratio,
 }
 
-/// `[[slos]]`.
+/// One pair of burn-rate windows: fires when the error ratio over both exceeds `factor` times
+/// the error budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BurnWindow {
+    /// The long window (`1h`).
+    pub long: Duration,
+    /// The short window, so the alert ends soon after the burn does (`5m`).
+    pub short: Duration,
+    /// How many times faster than sustainable the budget burns (`14.4`).
+    pub factor: f64,
+    /// `page` (the SLO's `page_severity`) or `ticket` (its `ticket_severity`).
+    pub alert: BurnAlert,
+}
+
+/// The alert a burn window raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BurnAlert {
+    /// Someone must look now.
+    Page,
+    /// Someone must look soon.
+    Ticket,
+}
+
+/// `[slos.NAME]`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
-    /// Unique name.
-    pub name: String,
-    /// Service measured.
-    pub service: String,
+    /// What it promises, for people.
+    pub description: Option<String>,
+    /// The service measured (required but for `ratio`).
+    pub service: Option<String>,
     /// Target share of good events, e.g. `"99.9%"`.
     pub objective: Percent,
-    /// Rolling window (default 30d).
+    /// Rolling window the objective holds over (default 30d).
     pub window: Option<Duration>,
     /// What counts as good (default availability).
     pub indicator: Option<Indicator>,
     /// Latency threshold for `latency` SLOs.
     pub latency: Option<Duration>,
-    /// Freeze deploys when the error budget is spent (default true).
+    /// Good events (`ratio`): PromQL with `{{.window}}` where the range goes, as Sloth writes
+    /// it (`sum(rate(jobs_done_in_time_total[{{.window}}]))`).
+    pub good: Option<String>,
+    /// Bad events (`ratio`), instead of `good`.
+    pub bad: Option<String>,
+    /// All events (`ratio`).
+    pub total: Option<String>,
+    /// Freeze deploys to the environment while the error budget is spent (default true).
     pub freeze_deploys: Option<bool>,
-    /// Channels notified on fast burn.
+    /// The burn-rate alerts (default the SRE Workbook's: 14.4× over 1h and 5m and 6× over 6h
+    /// and 30m page; 3× over 1d and 2h and 1× over 3d and 6h open a ticket).
+    pub burn: Option<Vec<BurnWindow>>,
+    /// Severity of the page alerts (default P1).
+    pub page_severity: Option<Severity>,
+    /// Severity of the ticket alerts (default P3).
+    pub ticket_severity: Option<Severity>,
+    /// Channels its alerts go to (default: as any alert).
     #[serde(default)]
     pub channels: Vec<String>,
 }

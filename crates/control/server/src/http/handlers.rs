@@ -242,8 +242,9 @@ pub(crate) async fn apply(
     *app.project.write().expect("project lock") = Some(project.clone());
     let env = super::known_environment(&app, &env).await?;
     let mut result = environments::apply(app.store.as_ref(), &project, Some(&env)).await?;
-    if let Ok(resolved) = project.resolve(&env) {
-        app.metrics.reconfigure(resolved.metrics);
+    if project.resolve(&env).is_ok() {
+        app.metrics
+            .reconfigure(crate::metrics::config_for(&project, &env));
     }
     app.alerts.reconfigure(&project).await;
     let applied = AuditNote {

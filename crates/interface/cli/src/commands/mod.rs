@@ -8,6 +8,7 @@ mod metrics;
 mod observe;
 mod pipeline;
 mod project;
+mod slo;
 
 use clap::CommandFactory;
 use serde_json::json;
@@ -50,6 +51,7 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> Result<u8, CliError>
         }
         Command::Metrics(cmd) => metrics::metrics(ctx, cmd).await,
         Command::Alerts { cmd } => alerts::alerts(ctx, cmd).await,
+        Command::Slo { cmd } => slo::slo(ctx, cmd).await,
         Command::Silence(cmd) => alerts::silence(ctx, cmd).await,
         Command::Demo { keep } => demo::demo(ctx, keep).await,
         Command::Pipeline(cmd) => pipeline::pipeline(ctx, cmd).await,

@@ -733,38 +733,147 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     }
 
     fn slos(&mut self) {
-        let mut names = BTreeSet::new();
         let channels: Vec<&str> = self.config.channels.keys().map(String::as_str).collect();
         let services: Vec<&str> = self.config.services.keys().map(String::as_str).collect();
-        for (i, slo) in self.config.slos.iter().enumerate() {
-            let base = KeyPath::root().key("slos").index(i);
-            if !names.insert(slo.name.clone()) {
-                self.error(
-                    &[base.key("name")],
-                    &base.key("name"),
-                    format!("two SLOs are named `{}`", slo.name),
-                    Some("give each SLO its own name".into()),
-                );
-            }
-            if !self.config.services.contains_key(&slo.service) {
-                self.unknown_reference(&base.key("service"), "service", &slo.service, &services);
+        let slos: Vec<(String, crate::model::Slo)> = self
+            .config
+            .slos
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, slo) in &slos {
+            let base = KeyPath::root().key("slos").key(name);
+            let indicator = slo.indicator.unwrap_or_default();
+            match &slo.service {
+                Some(svc) if !self.config.services.contains_key(svc) => {
+                    self.unknown_reference(&base.key("service"), "service", svc, &services);
+                }
+                None if indicator != Indicator::Ratio => self.error_at(
+                    &base,
+                    format!("SLO `{name}` measures no service"),
+                    Some(format!(
+                        "add `service = \"{}\"`, or measure your own series with `indicator = \"ratio\"`",
+                        services.first().copied().unwrap_or("web")
+                    )),
+                ),
+                _ => {}
             }
             if slo.objective.percent() >= 100.0 || slo.objective.percent() <= 0.0 {
                 self.error(
                     &[base.key("objective")],
                     &base.key("objective"),
                     format!(
-                        "SLO `{}` has objective {}, which leaves no error budget",
-                        slo.name, slo.objective
+                        "SLO `{name}` has objective {}, which leaves no error budget",
+                        slo.objective
                     ),
                     Some("use a value such as \"99.9%\"".into()),
                 );
             }
-            if slo.indicator == Some(Indicator::Latency) && slo.latency.is_none() {
-                self.error_at(
+            match (indicator, slo.latency) {
+                (Indicator::Latency, None) => self.error_at(
                     &base,
-                    format!("latency SLO `{}` has no `latency` threshold", slo.name),
-                    Some("add `latency = \"300ms\"`".into()),
+                    format!("latency SLO `{name}` has no `latency` threshold"),
+                    Some("add `latency = \"256ms\"`".into()),
+                ),
+                (Indicator::Latency, Some(l)) => {
+                    let bucket = crate::slo_buckets::at_most(l.std());
+                    if bucket != Some(l.std()) {
+                        self.warning_at(
+                            &base.key("latency"),
+                            format!(
+                                "the proxy's latency buckets have no bound at {l}: requests are counted good up to {}",
+                                bucket.map_or("none".into(), |b| crate::units::Duration(b).to_string())
+                            ),
+                            Some(format!(
+                                "use a bound: {}",
+                                crate::slo_buckets::near(l.std())
+                            )),
+                        );
+                    }
+                }
+                (_, Some(_)) => self.error_at(
+                    &base.key("latency"),
+                    format!("`latency` only applies to latency SLOs, and `{name}` is not one"),
+                    Some("set `indicator = \"latency\"`, or remove `latency`".into()),
+                ),
+                _ => {}
+            }
+            if indicator == Indicator::Ratio {
+                if slo.total.is_none() || slo.good.is_some() == slo.bad.is_some() {
+                    self.error_at(
+                        &base,
+                        format!("ratio SLO `{name}` needs `total` and one of `good` or `bad`"),
+                        Some("write `good = 'sum(rate(ok_total[{{.window}}]))'` and `total = 'sum(rate(all_total[{{.window}}]))'`".into()),
+                    );
+                }
+                for (key, q) in [
+                    ("good", &slo.good),
+                    ("bad", &slo.bad),
+                    ("total", &slo.total),
+                ] {
+                    let Some(q) = q else { continue };
+                    if !q.contains("{{.window}}") {
+                        self.warning_at(
+                            &base.key(key),
+                            format!("`{key}` of SLO `{name}` has no `{{{{.window}}}}`: every window would read the same"),
+                            Some("put `{{.window}}` where the range goes: `rate(x_total[{{.window}}])`".into()),
+                        );
+                    }
+                    self.promql_at(&base.key(key), &q.replace("{{.window}}", "5m"));
+                }
+            } else {
+                for (key, q) in [
+                    ("good", &slo.good),
+                    ("bad", &slo.bad),
+                    ("total", &slo.total),
+                ] {
+                    if q.is_some() {
+                        self.error_at(
+                            &base.key(key),
+                            format!("`{key}` only applies to ratio SLOs, and `{name}` is not one"),
+                            Some("set `indicator = \"ratio\"`, or remove it".into()),
+                        );
+                    }
+                }
+            }
+            let window = slo.window.map_or(30 * 86_400_000, |w| w.std().as_millis());
+            for (i, b) in slo.burn.iter().flatten().enumerate() {
+                let at = base.key("burn").index(i);
+                if b.short.std() >= b.long.std() {
+                    self.error_at(
+                        &at.key("short"),
+                        format!(
+                            "the short window {} is not shorter than the long one {}",
+                            b.short, b.long
+                        ),
+                        Some("the short window is usually a twelfth of the long one".into()),
+                    );
+                }
+                if b.factor <= 0.0 {
+                    self.error_at(
+                        &at.key("factor"),
+                        format!("a burn factor of {} never fires", b.factor),
+                        Some("use a factor such as 14.4 (2% of a 30-day budget in an hour)".into()),
+                    );
+                }
+            }
+            let longest = match &slo.burn {
+                Some(b) => b
+                    .iter()
+                    .map(|b| b.long.std().as_millis())
+                    .max()
+                    .unwrap_or(0),
+                None => 3 * 86_400_000,
+            };
+            if window < longest {
+                self.error_at(
+                    &slo.window.map_or(base.clone(), |_| base.key("window")),
+                    format!(
+                        "SLO `{name}`'s window ({}) is shorter than its longest burn window ({})",
+                        crate::units::Duration(std::time::Duration::from_millis(window as u64)),
+                        crate::units::Duration(std::time::Duration::from_millis(longest as u64))
+                    ),
+                    Some("lengthen `window`, or give shorter `burn` windows".into()),
                 );
             }
             for (j, ch) in slo.channels.iter().enumerate() {
