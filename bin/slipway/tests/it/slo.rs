@@ -1,7 +1,8 @@
 //! SLOs end to end: a service failing half its requests through the proxy, an availability
 //! SLO with short burn windows; the error ratios are recorded on the embedded store, the page
-//! alert fires on them and reaches a webhook, `slipway slo` shows the budget overspent, and
-//! `slo export` writes rules Prometheus accepts.
+//! alert fires on them and reaches a webhook, `slipway slo` shows the budget overspent, a
+//! deploy is refused naming the SLO while `deploy --fix` goes in, the freeze lifts once the
+//! budget is back, and `slo export` writes rules Prometheus accepts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use slipway_metrics_testkit::Receiver;
 use crate::support::{Project, wait_for};
 
 #[test]
-fn a_failing_service_burns_its_budget_and_pages() {
+fn a_failing_service_burns_its_budget_pages_and_freezes_deploys_but_fixes() {
     let receiver = Receiver::start();
     let project = Project::new(&format!(
         r#"
@@ -93,8 +94,6 @@ url = "{}/hook"
             v[0]["budget_remaining"].is_number().then_some(v)
         },
     );
-    stop.store(true, Ordering::SeqCst);
-    load.join().unwrap();
     let row = &slo[0];
     assert_eq!(row["slo"], "web-availability");
     assert_eq!(row["environment"], "local");
@@ -107,6 +106,49 @@ url = "{}/hook"
         table.contains("web-availability") && table.contains("99% / 1m"),
         "{table}"
     );
+
+    // The budget is spent: deploys are frozen but for fixes, named after the SLO.
+    wait_for("the budget freeze", Duration::from_secs(30), || {
+        let out = project.run(&["deploy", "-m", "a feature"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (!out.status.success() && err.contains("SLO `web-availability` has spent its error budget"))
+            .then_some(())
+    });
+    // The fix (the failures switched off) goes in.
+    let fixed = project.run(&[
+        "deploy",
+        "--fix",
+        "--set",
+        "SAMPLE_FAIL_RATE=0",
+        "-m",
+        "stop failing",
+    ]);
+    assert!(
+        fixed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fixed.stderr)
+    );
+    // Clean requests for a window: the budget comes back and the freeze lifts by itself.
+    wait_for("the freeze to lift", Duration::from_secs(120), || {
+        let audit = project.json(&["audit"]);
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "slo.unfreeze")
+            .then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    let audit = project.json(&["audit"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"slo.freeze"), "{actions:?}");
+    project.ok(&["deploy", "-m", "a feature, at last"]);
 
     // The same rules for a Prometheus of one's own.
     let rules = project.ok(&["slo", "export", "--format", "prometheus"]);

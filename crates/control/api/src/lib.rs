@@ -357,6 +357,9 @@ pub struct DeployBody {
     /// Deploy even though the environment is frozen.
     #[serde(default)]
     pub force: bool,
+    /// A fix: goes in while an SLO's spent error budget freezes other deploys.
+    #[serde(default)]
+    pub fix: bool,
 }
 
 /// Body of `POST /v1/environments/{env}/rollback`.

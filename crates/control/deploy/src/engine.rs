@@ -62,6 +62,8 @@ pub struct DeployRequest {
     pub approved_by: Option<String>,
     /// The commit, when a pipeline run deploys one.
     pub commit: Option<crate::release::Commit>,
+    /// A fix: an SLO's budget freeze lets it through.
+    pub fix: bool,
 }
 
 /// What people can do to a running deployment.
@@ -255,6 +257,7 @@ impl Engine {
                 },
                 approved_by: req.approved_by.as_deref(),
                 force: req.force,
+                fix: req.fix,
             },
         )
         .await
@@ -644,6 +647,61 @@ impl Engine {
         )
         .await;
         Ok(data.freeze)
+    }
+
+    /// An SLO's budget freeze on an environment: set, or lifted with `None`. Returns whether
+    /// anything changed (a freeze already set by the same SLO is kept as it was).
+    pub async fn budget_freeze(
+        &self,
+        environment: &str,
+        freeze: Option<crate::record::BudgetFreeze>,
+    ) -> Result<bool, DeployError> {
+        let store = &self.inner.store;
+        let mut state = store.environment_state(environment).await?;
+        let mut data = EnvironmentData::from_value(&state.data);
+        let was = data.budget_freeze.clone();
+        let (message, kind, level) = match (&was, &freeze) {
+            (None, None) => return Ok(false),
+            (Some(w), Some(f)) if w.slo == f.slo => return Ok(false),
+            (_, Some(f)) => (
+                format!(
+                    "deploys to {environment} frozen but for fixes: SLO {} has spent its error budget ({:.0}% left)",
+                    f.slo,
+                    f.budget_remaining * 100.0
+                ),
+                "deploy.budget_frozen",
+                EventLevel::Warning,
+            ),
+            (Some(w), None) => (
+                format!(
+                    "deploys to {environment} unfrozen: SLO {} is back above {:.0}% of its error budget",
+                    w.slo,
+                    w.lift_above * 100.0
+                ),
+                "deploy.budget_unfrozen",
+                EventLevel::Info,
+            ),
+        };
+        data.budget_freeze = freeze;
+        state.data = data.to_value();
+        store.set_environment_state(environment, &state).await?;
+        self.event(
+            NewEvent::info(kind, message)
+                .level(level)
+                .environment(environment)
+                .data(json!({ "slo": data.budget_freeze.as_ref().or(was.as_ref()).map(|b| b.slo.clone()) })),
+        )
+        .await;
+        Ok(true)
+    }
+
+    /// An SLO's budget freeze on an environment, if one holds it.
+    pub async fn budget_frozen(
+        &self,
+        environment: &str,
+    ) -> Result<Option<crate::record::BudgetFreeze>, DeployError> {
+        let state = self.inner.store.environment_state(environment).await?;
+        Ok(EnvironmentData::from_value(&state.data).budget_freeze)
     }
 
     /// Why deploys to an environment are frozen, if they are.

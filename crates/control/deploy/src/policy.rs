@@ -4,7 +4,8 @@
 //! A deploy passes the environment's gates: no freeze, every environment it `requires` has run
 //! the same code (a green pipeline run of the commit, or a successful deploy of the same
 //! version), and a person's approval where `approval = "manual"` (a pipeline run's `slipway
-//! approve`). An admin may go past them with `force`; the gates it went past are recorded with
+//! approve`), and no SLO's spent error budget freezing it, unless the change is a fix. An
+//! admin may go past them with `force`; the gates it went past are recorded with
 //! the deployment and in the audit log. A rollback goes back to a release that passed the gates
 //! when it was deployed, so none of them holds it back (a freeze stops changes, not repairs).
 //!
@@ -43,6 +44,9 @@ pub struct Ask<'a> {
     pub approved_by: Option<&'a str>,
     /// An admin's override of the gates.
     pub force: bool,
+    /// A fix (`deploy --fix`, a pipeline on a `hotfix/*` branch): an SLO's budget freeze
+    /// lets it through.
+    pub fix: bool,
 }
 
 /// A change let in: the gates it passed, and those `force` went past.
@@ -58,7 +62,7 @@ pub struct Admission {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
-    /// The gate: `freeze`, `requires`, `approval`.
+    /// The gate: `freeze`, `budget`, `requires`, `approval`.
     pub gate: &'static str,
     /// What holds it back and what to do, for people.
     pub message: String,
@@ -96,6 +100,22 @@ pub async fn admit(store: &dyn Store, ask: Ask<'_>) -> Result<Admission, PolicyE
             ),
         }),
         None => admission.passed.push("not frozen".into()),
+    }
+    match EnvironmentData::from_value(&state.data).budget_freeze {
+        Some(b) if ask.fix => admission.passed.push(format!(
+            "a fix, let past the budget freeze of SLO {}",
+            b.slo
+        )),
+        Some(b) => refusals.push(Refusal {
+            gate: "budget",
+            message: format!(
+                "deploys to `{env}` are frozen: SLO `{}` has spent its error budget ({:.0}% left); only fixes go in until it is back above {:.0}% (`slipway deploy --fix`, or a pipeline on a `hotfix/*` branch; an admin's `--force` deploys anyway)",
+                b.slo,
+                b.budget_remaining * 100.0,
+                b.lift_above * 100.0
+            ),
+        }),
+        None => admission.passed.push("no SLO's budget is spent".into()),
     }
     for required in &ask.gate.requires {
         match green_in(store, required, version, commit).await? {

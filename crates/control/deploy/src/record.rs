@@ -177,6 +177,22 @@ pub struct EnvironmentData {
     /// Deploys are frozen.
     #[serde(default)]
     pub freeze: Option<Freeze>,
+    /// Deploys but fixes are frozen because an SLO has spent its error budget here.
+    #[serde(default)]
+    pub budget_freeze: Option<BudgetFreeze>,
+}
+
+/// An SLO's spent error budget freezing an environment's deploys, but fixes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetFreeze {
+    /// The SLO.
+    pub slo: String,
+    /// The share of its budget left when it froze (≤ 0).
+    pub budget_remaining: f64,
+    /// The share it must be back above to lift.
+    pub lift_above: f64,
+    /// Since (Unix milliseconds).
+    pub since_ms: i64,
 }
 
 impl EnvironmentData {

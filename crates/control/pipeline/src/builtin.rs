@@ -367,6 +367,8 @@ async fn deploy(
         actor: format!("pipeline run {}", exec.record.id),
         secrets: Default::default(),
         force: false,
+        // A run of a hotfix branch is a fix: an SLO's budget freeze lets it through.
+        fix: is_hotfix(&exec.record.git_ref),
         approved_by: lock(&exec.state).approved_by.clone(),
         commit: Some(slipway_deploy::Commit {
             sha: exec.record.commit.clone(),
@@ -543,5 +545,23 @@ async fn monitor(exec: &Exec, _with: &MonitorWith, who: &str) -> StepEnd {
             d.reason.unwrap_or_default()
         )),
         Err(e) => StepEnd::failed(e.to_string()),
+    }
+}
+
+/// Whether a ref is a hotfix branch (`hotfix/…`, `refs/heads/hotfix/…`).
+fn is_hotfix(git_ref: &str) -> bool {
+    git_ref
+        .trim_start_matches("refs/heads/")
+        .starts_with("hotfix/")
+}
+
+#[cfg(test)]
+mod hotfix_tests {
+    #[test]
+    fn hotfix_branches_are_fixes_and_others_are_not() {
+        assert!(super::is_hotfix("hotfix/login-500"));
+        assert!(super::is_hotfix("refs/heads/hotfix/x"));
+        assert!(!super::is_hotfix("main"));
+        assert!(!super::is_hotfix("feature/hotfix-ui"));
     }
 }

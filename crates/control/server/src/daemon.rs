@@ -361,6 +361,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         tracing::warn!(error = %e, "cannot recover pipeline runs");
     }
     pipelines.start_watcher(shutdown.clone());
+    crate::slos::spawn(app.clone(), shutdown.clone());
 
     state_dir
         .write_daemon_info(&DaemonInfo {

@@ -182,6 +182,7 @@ pub(crate) async fn deploy_if_changed(
         force: false,
         approved_by: None,
         commit: None,
+        fix: false,
     };
     start(app, project, applied, request).await.map(Some)
 }

@@ -21,6 +21,7 @@ mod deploys;
 pub mod environments;
 mod http;
 mod metrics;
+mod slos;
 mod workloads;
 
 pub use daemon::{DaemonError, DaemonOptions, run};

@@ -326,6 +326,9 @@ pub struct DeployArgs {
     /// Deploy even though the environment is frozen (`slipway freeze`).
     #[arg(long)]
     pub force: bool,
+    /// A fix: goes in while an SLO's spent error budget freezes other deploys (audited).
+    #[arg(long)]
+    pub fix: bool,
 }
 
 /// `slipway pipeline …`.

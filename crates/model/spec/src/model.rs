@@ -1124,8 +1124,11 @@ pub struct Slo {
     pub bad: Option<String>,
     /// All events (`ratio`).
     pub total: Option<String>,
-    /// Freeze deploys to the environment while the error budget is spent (default true).
+    /// Freeze deploys to the environment while the error budget is spent (default true);
+    /// fixes still go in.
     pub freeze_deploys: Option<bool>,
+    /// The share of the budget that must be back for the freeze to lift (default 5%).
+    pub unfreeze_above: Option<Percent>,
     /// The burn-rate alerts (default the SRE Workbook's: 14.4× over 1h and 5m and 6× over 6h
     /// and 30m page; 3× over 1d and 2h and 1× over 3d and 6h open a ticket).
     pub burn: Option<Vec<BurnWindow>>,

@@ -105,6 +105,8 @@ pub struct Slo {
     pub channels: Vec<String>,
     /// Whether a spent budget freezes deploys.
     pub freeze_deploys: bool,
+    /// The share of the budget that must be back for a freeze to lift.
+    pub unfreeze_above: f64,
     /// What it promises.
     pub description: Option<String>,
 }
@@ -200,6 +202,7 @@ impl Slo {
             ticket_severity: s.ticket_severity.unwrap_or(Severity::P3),
             channels: s.channels.clone(),
             freeze_deploys: s.freeze_deploys.unwrap_or(true),
+            unfreeze_above: s.unfreeze_above.map_or(0.05, |p| p.percent() / 100.0),
             description: s.description.clone(),
         })
     }

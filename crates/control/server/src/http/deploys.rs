@@ -228,6 +228,7 @@ pub(crate) async fn deploy(
             force: body.force,
             approved_by: None,
             commit: None,
+            fix: body.fix,
         },
     )
     .await?;

@@ -42,7 +42,7 @@ pub(crate) async fn deploy(ctx: &Context, args: DeployArgs) -> Result<u8, CliErr
             &format!("/v1/environments/{environment}/deploy"),
             &json!({
                 "version": args.version, "strategy": args.strategy, "set": set,
-                "unset": args.unset, "message": args.message, "force": args.force,
+                "unset": args.unset, "message": args.message, "force": args.force, "fix": args.fix,
             }),
         )
         .await?;
