@@ -244,7 +244,7 @@ pub enum Command {
     Silence(SilenceCommand),
     /// SLOs: each indicator, the error budget left and its burn rates, per environment.
     #[command(
-        after_help = "Examples:\n  slipway slo\n  slipway --json slo | jq '.[] | select(.budget_remaining < 0.2)'\n  slipway slo export --format prometheus > slo-rules.yml"
+        after_help = "Examples:\n  slipway slo\n  slipway --json slo | jq '.[] | select(.budget_remaining < 0.2)'\n  slipway slo export --format prometheus > slo-rules.yml\n  slipway slo import sloth.yml >> slipway.toml"
     )]
     Slo {
         #[command(subcommand)]
@@ -413,6 +413,11 @@ pub enum AlertsCommand {
 /// `slipway slo …`.
 #[derive(Debug, Subcommand)]
 pub enum SloCommand {
+    /// Print a Sloth spec's or OpenSLO documents' SLOs as `[slos.NAME]`, for slipway.toml.
+    Import {
+        /// The YAML file.
+        file: std::path::PathBuf,
+    },
     /// Print the SLOs' recording and burn-rate alerting rules as a Prometheus rule file.
     Export {
         /// The format (`prometheus`: rule-file YAML that `promtool check rules` accepts).

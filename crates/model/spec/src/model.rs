@@ -1137,7 +1137,7 @@ pub struct Slo {
     /// Severity of the ticket alerts (default P3).
     pub ticket_severity: Option<Severity>,
     /// Channels its alerts go to (default: as any alert).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
 }
 

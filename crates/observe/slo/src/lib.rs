@@ -9,6 +9,8 @@
 //! Every series carries `slo="NAME"` and keeps the `environment` label of what it measures,
 //! so each environment has its own budget.
 
+pub mod import;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -36,12 +36,27 @@ fn bar(left: f64) -> String {
 }
 
 pub(crate) async fn slo(ctx: &Context, cmd: Option<SloCommand>) -> Result<u8, CliError> {
+    if let Some(SloCommand::Import { file }) = &cmd {
+        let yaml = std::fs::read_to_string(file)
+            .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
+        let slos = slipway_slo::import::import(&yaml).map_err(|e| {
+            CliError::new(format!("{}: {e}", file.display()))
+                .hint("give a Sloth spec (`version: prometheus/v1`) or OpenSLO v1 `SLO` documents with a ratioMetric")
+        })?;
+        if ctx.json {
+            output::json(&slos);
+        } else {
+            print!("{}", slipway_slo::import::to_toml(&slos));
+        }
+        return Ok(0);
+    }
     let project = load(ctx)?;
     let (slos, problems) = Slo::all(&project.config);
     for p in &problems {
         eprintln!("warning: {p}");
     }
     match cmd {
+        Some(SloCommand::Import { .. }) => Ok(0),
         Some(SloCommand::Export { format }) => {
             if format != "prometheus" {
                 return Err(CliError::new(format!("no export format `{format}`"))
