@@ -3,7 +3,7 @@
 //! an embedded store directory (`.slipway/metrics` of a project). `bench/metrics.sh` uses it so
 //! both sides answer queries over identical data.
 //!
-//! Usage: history OPENMETRICS_FILE STORE_DIR [hours=24] [interval_s=30]
+//! Usage: history OPENMETRICS_FILE STORE_DIR [hours=24] [interval_s=30] [only=METRIC]
 //!
 //! The series: request counters by service × route × status (200), a latency histogram by
 //! service × route × 10 buckets (1000), CPU counters by cpu × mode (512), gauges (288): 2000
@@ -95,12 +95,16 @@ fn series() -> Vec<Gen> {
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: history OPENMETRICS_FILE STORE_DIR [hours=24] [interval_s=30]");
+        eprintln!("usage: history OPENMETRICS_FILE STORE_DIR [hours=24] [interval_s=30] [only=METRIC]");
         std::process::exit(2);
     }
     let hours: i64 = args.get(3).and_then(|h| h.parse().ok()).unwrap_or(24);
     let interval: i64 = args.get(4).and_then(|h| h.parse().ok()).unwrap_or(30) * 1000;
-    let gens = series();
+    let mut gens = series();
+    // Only the series of one metric (`bench/slo.sh` needs the request counters alone).
+    if let Some(only) = args.get(5) {
+        gens.retain(|g| g.name == only.as_str());
+    }
     let end = jiff::Timestamp::now().as_millisecond() / interval * interval;
     let start = end - hours * 3_600_000;
     let times: Vec<i64> = (0..)
