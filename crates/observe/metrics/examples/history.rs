@@ -95,7 +95,9 @@ fn series() -> Vec<Gen> {
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: history OPENMETRICS_FILE STORE_DIR [hours=24] [interval_s=30] [only=METRIC]");
+        eprintln!(
+            "usage: history OPENMETRICS_FILE STORE_DIR [hours=24] [interval_s=30] [only=METRIC]"
+        );
         std::process::exit(2);
     }
     let hours: i64 = args.get(3).and_then(|h| h.parse().ok()).unwrap_or(24);
