@@ -483,13 +483,7 @@ health = { path = "/health", interval = "200ms" }
 "#,
     );
     let mut daemon = project.start();
-    let status = wait_for("traffic on the proxy", Duration::from_secs(30), || {
-        let status = project.json(&["status"]);
-        let web = &status["services"][0];
-        (web["traffic"][0]["weight"] == 100.0 && web["port"].as_u64().is_some_and(|p| p > 0))
-            .then_some(status)
-    });
-    let port = status["services"][0]["port"].as_u64().unwrap();
+    let (status, port) = project.serving();
     assert_eq!(status["services"][0]["traffic"][0]["release"], "r1");
     let url = format!("http://127.0.0.1:{port}/");
     let rt = tokio::runtime::Builder::new_multi_thread()

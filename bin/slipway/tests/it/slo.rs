@@ -47,16 +47,8 @@ url = "{}/hook"
     ));
     project.ok(&["validate"]);
     let _daemon = project.start();
-    let status = wait_for("traffic on the proxy", Duration::from_secs(30), || {
-        let status = project.json(&["status"]);
-        let web = &status["services"][0];
-        (web["traffic"][0]["weight"] == 100.0 && web["port"].as_u64().is_some_and(|p| p > 0))
-            .then_some(status)
-    });
-    let url = format!(
-        "http://127.0.0.1:{}/",
-        status["services"][0]["port"].as_u64().unwrap()
-    );
+    let (_, port) = project.serving();
+    let url = format!("http://127.0.0.1:{port}/");
     // Requests until the page arrives.
     let stop = Arc::new(AtomicBool::new(false));
     let load = {

@@ -95,6 +95,19 @@ impl Project {
         c
     }
 
+    /// Waits until the first service takes all the proxy's traffic on a public port; its
+    /// `slipway status` then, and the port.
+    pub(crate) fn serving(&self) -> (serde_json::Value, u16) {
+        let status = wait_for("traffic on the proxy", Duration::from_secs(30), || {
+            let status = self.json(&["status"]);
+            let web = &status["services"][0];
+            (web["traffic"][0]["weight"] == 100.0 && web["port"].as_u64().is_some_and(|p| p > 0))
+                .then_some(status)
+        });
+        let port = status["services"][0]["port"].as_u64().unwrap_or_default() as u16;
+        (status, port)
+    }
+
     /// Runs `slipway` with `args` to completion.
     pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("slipway runs")

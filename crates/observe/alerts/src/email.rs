@@ -11,9 +11,8 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use sha2::{Digest, Sha256};
 
-use crate::notify::{Notification, Notifier, NotifyError, Status};
+use crate::notify::{Notification, Notifier, NotifyError, Status, html_escape as escape};
 
 /// How the connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,10 +111,7 @@ impl Email {
 
     /// The message for `n`.
     pub fn message(&self, n: &Notification) -> Result<Message, NotifyError> {
-        let thread = format!(
-            "<{}@slipway>",
-            &hex::encode(Sha256::digest(n.group_key.as_bytes()))[..32]
-        );
+        let thread = format!("<{}@slipway>", &n.group_digest()[..32]);
         let id: String =
             n.id.chars()
                 .map(|c| {
@@ -167,13 +163,6 @@ pub fn text(n: &Notification) -> String {
     }
     out.push_str(&format!("\n{}/alerts\n", n.external_url));
     out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The HTML body: the same as [`text`], as a table.

@@ -134,7 +134,21 @@ pub fn rfc3339(ms: Option<i64>) -> String {
     }
 }
 
+/// `s` with `&`, `<`, `>` and `"` escaped, for HTML (email) and Telegram's HTML mode.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 impl Notification {
+    /// The SHA-256 of the group key, in hex: one stable name per group for the receivers
+    /// that thread or deduplicate by it (PagerDuty's `dedup_key`, email and Slack threads).
+    pub fn group_digest(&self) -> String {
+        hex::encode(Sha256::digest(self.group_key.as_bytes()))
+    }
+
     /// The alerts firing.
     pub fn firing(&self) -> impl Iterator<Item = &AlertItem> {
         self.alerts.iter().filter(|a| a.status == Status::Firing)
@@ -303,7 +317,7 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -473,7 +487,7 @@ impl PagerDuty {
 
     /// The event.
     pub fn event(n: &Notification, routing_key: &str) -> Value {
-        let dedup = hex::encode(Sha256::digest(n.group_key.as_bytes()));
+        let dedup = n.group_digest();
         let action = match (n.status, &n.acknowledged_by) {
             (Status::Firing, Some(_)) => "acknowledge",
             (Status::Firing, None) => "trigger",
@@ -600,11 +614,7 @@ impl Telegram {
 
     /// The message.
     pub fn message(n: &Notification, chat: &str) -> Value {
-        let escape = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-        };
+        let escape = html_escape;
         let mut text = format!(
             "<b>{}</b>\n{}",
             escape(&n.title()),

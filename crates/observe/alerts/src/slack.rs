@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use slipway_store::Store;
 
 use crate::notify::{Endpoint, Notification, Notifier, NotifyError, Slack, Status};
@@ -27,20 +26,16 @@ impl SlackApp {
     pub fn new(endpoint: Endpoint, store: Arc<dyn Store>) -> SlackApp {
         SlackApp {
             endpoint,
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            client: crate::notify::client(),
             store,
         }
     }
 
     fn thread_key(&self, n: &Notification) -> String {
-        let group = hex::encode(Sha256::digest(n.group_key.as_bytes()));
         format!(
             "slack-thread:{}:{}",
             self.endpoint.chat.as_deref().unwrap_or_default(),
-            &group[..32]
+            &n.group_digest()[..32]
         )
     }
 

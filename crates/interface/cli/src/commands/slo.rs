@@ -36,37 +36,44 @@ fn bar(left: f64) -> String {
 }
 
 pub(crate) async fn slo(ctx: &Context, cmd: Option<SloCommand>) -> Result<u8, CliError> {
-    if let Some(SloCommand::Import { file }) = &cmd {
-        let yaml = std::fs::read_to_string(file)
-            .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
-        let slos = slipway_slo::import::import(&yaml).map_err(|e| {
-            CliError::new(format!("{}: {e}", file.display()))
-                .hint("give a Sloth spec (`version: prometheus/v1`) or OpenSLO v1 `SLO` documents with a ratioMetric")
-        })?;
-        if ctx.json {
-            output::json(&slos);
-        } else {
-            print!("{}", slipway_slo::import::to_toml(&slos));
-        }
-        return Ok(0);
-    }
-    let project = load(ctx)?;
-    let (slos, problems) = Slo::all(&project.config);
-    for p in &problems {
-        eprintln!("warning: {p}");
-    }
     match cmd {
-        Some(SloCommand::Import { .. }) => Ok(0),
+        // Reads another tool's file, not the project: works without a slipway.toml.
+        Some(SloCommand::Import { file }) => import(ctx, &file),
         Some(SloCommand::Export { format }) => {
             if format != "prometheus" {
                 return Err(CliError::new(format!("no export format `{format}`"))
                     .hint("use `--format prometheus` (a rule file for `rule_files`)"));
             }
-            print!("{}", slipway_slo::prometheus_rules(&slos));
+            print!("{}", slipway_slo::prometheus_rules(&project_slos(ctx)?));
             Ok(0)
         }
-        None => status(ctx, &slos).await,
+        None => status(ctx, &project_slos(ctx)?).await,
     }
+}
+
+/// The project's SLOs (what cannot be read is a warning).
+fn project_slos(ctx: &Context) -> Result<Vec<Slo>, CliError> {
+    let (slos, problems) = Slo::all(&load(ctx)?.config);
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(slos)
+}
+
+fn import(ctx: &Context, file: &std::path::Path) -> Result<u8, CliError> {
+    let yaml = std::fs::read_to_string(file)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
+    let slos = slipway_slo::import::import(&yaml).map_err(|e| {
+        CliError::new(format!("{}: {e}", file.display())).hint(
+            "give a Sloth spec (`version: prometheus/v1`) or OpenSLO v1 `SLO` documents with a ratioMetric",
+        )
+    })?;
+    if ctx.json {
+        output::json(&slos);
+    } else {
+        print!("{}", slipway_slo::import::to_toml(&slos));
+    }
+    Ok(0)
 }
 
 async fn status(ctx: &Context, slos: &[Slo]) -> Result<u8, CliError> {
