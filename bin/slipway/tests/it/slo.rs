@@ -1,4 +1,5 @@
-//! SLOs end to end: a service failing half its requests through the proxy, an availability
+//! SLOs end to end: a healthy service whose requests the proxy's fault injection fails by
+//! half, an availability
 //! SLO with short burn windows; the error ratios are recorded on the embedded store, the page
 //! alert fires on them and reaches a webhook, `slipway slo` shows the budget overspent, a
 //! deploy is refused naming the SLO while `deploy --fix` goes in, the freeze lifts once the
@@ -13,7 +14,7 @@ use slipway_metrics_testkit::Receiver;
 use crate::support::{Project, wait_for};
 
 #[test]
-fn a_failing_service_burns_its_budget_pages_and_freezes_deploys_but_fixes() {
+fn injected_errors_burn_the_budget_page_and_freeze_deploys_but_fixes() {
     let receiver = Receiver::start();
     let project = Project::new(&format!(
         r#"
@@ -24,7 +25,6 @@ name = "budget"
 start = "slipway-sample web"
 port = 0
 health = {{ path = "/health", interval = "200ms" }}
-env = {{ SAMPLE_FAIL_RATE = "0.5" }}
 
 [metrics]
 interval = "1s"
@@ -49,6 +49,12 @@ url = "{}/hook"
     let _daemon = project.start();
     let (_, port) = project.serving();
     let url = format!("http://127.0.0.1:{port}/");
+    // Half the service's requests fail at the proxy.
+    project.fault(
+        "local",
+        "web",
+        Some(serde_json::json!({ "abort_percent": 50, "abort_status": 503 })),
+    );
     // Requests until the page arrives.
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
@@ -106,15 +112,9 @@ url = "{}/hook"
         (!out.status.success() && err.contains("SLO `web-availability` has spent its error budget"))
             .then_some(())
     });
-    // The fix (the failures switched off) goes in.
-    let fixed = project.run(&[
-        "deploy",
-        "--fix",
-        "--set",
-        "SAMPLE_FAIL_RATE=0",
-        "-m",
-        "stop failing",
-    ]);
+    // The cause goes away and its fix goes in through the freeze.
+    project.fault("local", "web", None);
+    let fixed = project.run(&["deploy", "--fix", "-m", "stop failing"]);
     assert!(
         fixed.status.success(),
         "{}",

@@ -108,6 +108,32 @@ impl Project {
         (status, port)
     }
 
+    /// Switches a fault of the proxy on (`Some(fault)`, as `PUT /faults/ENV/SERVICE` takes
+    /// it) or off (`None`) for a service of the environment.
+    pub(crate) fn fault(&self, environment: &str, service: &str, fault: Option<serde_json::Value>) {
+        let proxy = self.state().root().join("proxy");
+        let token = std::fs::read_to_string(proxy.join("admin.token")).expect("proxy token");
+        let admin = std::fs::read_to_string(proxy.join("admin.addr")).expect("proxy address");
+        let url = format!("http://{}/faults/{environment}/{service}", admin.trim());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let request = match &fault {
+                Some(f) => client.put(&url).json(f),
+                None => client.delete(&url),
+            };
+            let r = request
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .expect("the proxy answers");
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+        });
+    }
+
     /// Runs `slipway` with `args` to completion.
     pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("slipway runs")
