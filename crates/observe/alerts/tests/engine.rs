@@ -216,6 +216,7 @@ async fn notifications_survive_a_receiver_outage_and_a_crash_between_deciding_an
         .alert_history(&slipway_store::AlertHistoryQuery {
             rule: Some("api_down".into()),
             limit: 20,
+            ..Default::default()
         })
         .await
         .unwrap();

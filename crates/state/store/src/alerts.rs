@@ -30,13 +30,18 @@ pub struct AlertEvent {
     pub event: NewAlertEvent,
 }
 
-/// Which history rows to read (newest first).
+/// Which history rows to read: the newest, or with `after` or `since_ms` the oldest of those
+/// (a reader following the history, a timeline).
 #[derive(Clone, Debug, Default)]
 pub struct AlertHistoryQuery {
     /// Only this rule.
     pub rule: Option<String>,
     /// At most this many.
     pub limit: u32,
+    /// Only rows after this id.
+    pub after: Option<i64>,
+    /// Only rows at or after this time (ms).
+    pub since_ms: Option<i64>,
 }
 
 /// A notification to queue.

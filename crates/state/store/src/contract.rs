@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::{
-    AlertHistoryQuery, AuditQuery, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery,
+    AlertHistoryQuery, AuditQuery, IncidentQuery, IncidentRecord, NewAction, NewIncidentEntry, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery,
     NewAlertEvent, NewAudit, NewDeployment, NewEvent, NewNotification, NewRelease, NewRun,
     RunQuery, RunUpdate, Store, StoreError,
 };
@@ -42,7 +42,10 @@ macro_rules! store_contract_tests {
             environment_state_defaults_and_round_trips,
             runs_round_trip_and_filter_by_environment_commit_and_status,
             alerting_commits_state_history_and_notifications_at_once,
-            the_outbox_keeps_each_channels_order_through_retries
+            the_outbox_keeps_each_channels_order_through_retries,
+            alert_history_is_followed_from_a_cursor_or_a_time,
+            an_alert_opens_one_incident_whose_log_keeps_every_change,
+            action_items_stay_open_until_done
         );
     };
     (@cases $factory:path; $($case:ident),*) => {
@@ -735,6 +738,7 @@ pub async fn alerting_commits_state_history_and_notifications_at_once(store: Arc
         .alert_history(&AlertHistoryQuery {
             rule: Some("api_down".into()),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -748,7 +752,8 @@ pub async fn alerting_commits_state_history_and_notifications_at_once(store: Arc
         store
             .alert_history(&AlertHistoryQuery {
                 rule: Some("other".into()),
-                limit: 10
+                limit: 10,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -791,4 +796,203 @@ pub async fn the_outbox_keeps_each_channels_order_through_retries(store: Arc<dyn
     assert_eq!(all.len(), 4);
     assert_eq!(all.iter().filter(|e| e.sent_ms.is_some()).count(), 1);
     assert_eq!(store.due_notifications(5000, 1).await.unwrap().len(), 1);
+}
+
+fn alert_row(time_ms: i64, rule: &str, status: &str) -> NewAlertEvent {
+    NewAlertEvent {
+        time_ms,
+        rule: rule.into(),
+        status: status.into(),
+        severity: "P1".into(),
+        labels: json!({ "service": "api" }),
+        value: Some(1.0),
+        actor: None,
+    }
+}
+
+/// A reader following the history sees each row once, oldest first, from its cursor; a
+/// timeline reads from a time.
+pub async fn alert_history_is_followed_from_a_cursor_or_a_time(store: Arc<dyn Store>) {
+    let rows: Vec<_> = (0..5)
+        .map(|i| alert_row(1_000 * i, "r", if i % 2 == 0 { "fired" } else { "resolved" }))
+        .collect();
+    store.commit_alerting("{}", &rows, &[]).await.unwrap();
+    let all = store
+        .alert_history(&AlertHistoryQuery {
+            after: Some(0),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    let rest = store
+        .alert_history(&AlertHistoryQuery {
+            after: Some(all[2].id),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![all[3].id, all[4].id]
+    );
+    let late = store
+        .alert_history(&AlertHistoryQuery {
+            since_ms: Some(3_000),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(late.len(), 2);
+    assert_eq!(late[0].event.time_ms, 3_000);
+}
+
+fn entry(time_ms: i64, kind: &str, message: &str) -> NewIncidentEntry {
+    NewIncidentEntry {
+        time_ms,
+        kind: kind.into(),
+        actor: "system".into(),
+        message: message.into(),
+        data: json!({}),
+    }
+}
+
+/// The alert history row that opens an incident opens one, however often it is read; the
+/// record changes with its log in one write; the open ones are listed.
+pub async fn an_alert_opens_one_incident_whose_log_keeps_every_change(store: Arc<dyn Store>) {
+    let new = IncidentRecord {
+        title: "api 5xx".into(),
+        severity: "P1".into(),
+        status: "triage".into(),
+        environment: Some("production".into()),
+        services: vec!["api".into()],
+        opened_by: "alert:api_errors".into(),
+        group: Some("api_errors{}".into()),
+        alert_event: Some(7),
+        opened_ms: 10_000,
+        detected_ms: 9_000,
+        ..Default::default()
+    };
+    let (first, created) = store
+        .create_incident(&new, &entry(10_000, "opened", "opened by api_errors"))
+        .await
+        .unwrap();
+    assert!(created);
+    assert!(first.id > 0);
+    let (again, created) = store
+        .create_incident(&new, &entry(10_001, "opened", "again"))
+        .await
+        .unwrap();
+    assert!(!created, "one incident per alert row");
+    assert_eq!(again.id, first.id);
+    let (manual, _) = store
+        .create_incident(
+            &IncidentRecord {
+                alert_event: None,
+                group: None,
+                opened_by: "ann".into(),
+                ..new.clone()
+            },
+            &entry(11_000, "opened", "opened by ann"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(manual.id, first.id);
+
+    let mut changed = first.clone();
+    changed.status = "resolved".into();
+    changed.commander = Some("ann".into());
+    changed.resolved_ms = Some(20_000);
+    store
+        .update_incident(&changed, &entry(20_000, "resolved", "fixed"))
+        .await
+        .unwrap();
+    assert_eq!(store.incident(first.id).await.unwrap(), Some(changed.clone()));
+    let log = store.incident_log(first.id).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.entry.kind.as_str()).collect::<Vec<_>>(),
+        ["opened", "resolved"]
+    );
+    assert_eq!(log[1].entry.message, "fixed");
+
+    let open = store
+        .incidents(&IncidentQuery {
+            open: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), [manual.id]);
+    let all = store
+        .incidents(&IncidentQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [manual.id, first.id],
+        "newest first"
+    );
+    let missing = IncidentRecord {
+        id: 999,
+        ..changed
+    };
+    assert!(matches!(
+        store.update_incident(&missing, &entry(0, "update", "x")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.incident(999).await.unwrap(), None);
+}
+
+/// Action items belong to an incident and are open until done.
+pub async fn action_items_stay_open_until_done(store: Arc<dyn Store>) {
+    let (incident, _) = store
+        .create_incident(
+            &IncidentRecord {
+                title: "t".into(),
+                severity: "P2".into(),
+                status: "triage".into(),
+                opened_by: "ann".into(),
+                ..Default::default()
+            },
+            &entry(1, "opened", "opened"),
+        )
+        .await
+        .unwrap();
+    let add = |text: &str| NewAction {
+        incident: incident.id,
+        text: text.into(),
+        owner: Some("bob".into()),
+        due: Some("2026-12-31".into()),
+        created_ms: 5,
+    };
+    let a = store.add_action(&add("alert on queue depth")).await.unwrap();
+    let b = store.add_action(&add("canary the migration")).await.unwrap();
+    assert_eq!(a.owner.as_deref(), Some("bob"));
+    let done = store.set_action_done(a.id, Some(9)).await.unwrap();
+    assert_eq!(done.done_ms, Some(9));
+    let open = store.actions(None, true).await.unwrap();
+    assert_eq!(open.iter().map(|x| x.id).collect::<Vec<_>>(), [b.id]);
+    let all = store.actions(Some(incident.id), false).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(matches!(
+        store
+            .add_action(&NewAction {
+                incident: 12345,
+                ..add("x")
+            })
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.set_action_done(12345, None).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -192,6 +192,8 @@ pub struct EventQuery {
     pub limit: Option<u32>,
     /// The newest `limit` instead of the oldest.
     pub newest: bool,
+    /// Only events appended at or after this time (ms).
+    pub since_ms: Option<i64>,
 }
 
 /// An audit record to append.
@@ -605,7 +607,7 @@ pub trait Store: Send + Sync + 'static {
         notifications: &[NewNotification],
     ) -> Result<(), StoreError>;
 
-    /// History, newest first.
+    /// History, newest first; with `after` or `since_ms`, oldest first.
     async fn alert_history(&self, query: &AlertHistoryQuery)
     -> Result<Vec<AlertEvent>, StoreError>;
 
@@ -630,10 +632,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest notifications, sent or not (for `slipway alerts`).
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Creates an incident (its `id` is given) with the first line of its log, in one write.
+    /// One whose `alert_event` opened an incident already is not created again: that one is
+    /// returned, with `false`.
+    async fn create_incident(
+        &self,
+        incident: &IncidentRecord,
+        opened: &NewIncidentEntry,
+    ) -> Result<(IncidentRecord, bool), StoreError>;
+
+    /// Saves an incident's new record with the log line that says why, in one write.
+    async fn update_incident(
+        &self,
+        incident: &IncidentRecord,
+        entry: &NewIncidentEntry,
+    ) -> Result<(), StoreError>;
+
+    /// One incident.
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError>;
+
+    /// Incidents, newest first.
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<IncidentRecord>, StoreError>;
+
+    /// An incident's log, oldest first.
+    async fn incident_log(&self, incident: i64) -> Result<Vec<IncidentEntry>, StoreError>;
+
+    /// Adds an action item (its incident must exist).
+    async fn add_action(&self, action: &NewAction) -> Result<ActionRecord, StoreError>;
+
+    /// Marks an action item done at `done_ms`, or not done (`None`).
+    async fn set_action_done(
+        &self,
+        id: i64,
+        done_ms: Option<i64>,
+    ) -> Result<ActionRecord, StoreError>;
+
+    /// Action items, of one incident or of all, oldest first; `open`: only those not done.
+    async fn actions(
+        &self,
+        incident: Option<i64>,
+        open: bool,
+    ) -> Result<Vec<ActionRecord>, StoreError>;
 }
 
 mod alerts;
+mod incidents;
 pub use alerts::{AlertEvent, AlertHistoryQuery, NewAlertEvent, NewNotification, OutboxEntry};
+pub use incidents::{
+    ActionRecord, IncidentEntry, IncidentQuery, IncidentRecord, NewAction, NewIncidentEntry,
+};
 
 fn millis_to_time(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)

@@ -15,7 +15,8 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::{
-    AlertEvent, AlertHistoryQuery, AppliedConfig, AuditEntry, AuditQuery, DeploymentRecord,
+    ActionRecord, AlertEvent, AlertHistoryQuery, AppliedConfig, IncidentEntry, IncidentQuery,
+    IncidentRecord, NewAction, NewIncidentEntry, AuditEntry, AuditQuery, DeploymentRecord,
     DeploymentUpdate, EnvironmentState, Event, EventLevel, EventQuery, NewAlertEvent, NewAudit,
     NewDeployment, NewEvent, NewNotification, NewRelease, NewRun, OutboxEntry, ReleaseRecord,
     RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
@@ -207,14 +208,16 @@ impl Store for SqliteStore {
         let limit = query.limit.map_or(-1, i64::from);
         let sql = if query.newest {
             "SELECT * FROM (SELECT * FROM events WHERE id > ? AND (? IS NULL OR environment = ?) \
-             ORDER BY id DESC LIMIT ?) ORDER BY id"
+             AND time_ms >= ? ORDER BY id DESC LIMIT ?) ORDER BY id"
         } else {
-            "SELECT * FROM events WHERE id > ? AND (? IS NULL OR environment = ?) ORDER BY id LIMIT ?"
+            "SELECT * FROM events WHERE id > ? AND (? IS NULL OR environment = ?) \
+             AND time_ms >= ? ORDER BY id LIMIT ?"
         };
         let rows = sqlx::query(sql)
             .bind(query.after.unwrap_or(0))
             .bind(&query.environment)
             .bind(&query.environment)
+            .bind(query.since_ms.unwrap_or(i64::MIN))
             .bind(limit)
             .fetch_all(&self.pool)
             .await
@@ -790,11 +793,18 @@ impl Store for SqliteStore {
         &self,
         query: &AlertHistoryQuery,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        sqlx::query(
-            "SELECT * FROM alert_history WHERE (? IS NULL OR rule = ?) ORDER BY id DESC LIMIT ?",
-        )
+        let oldest = query.after.is_some() || query.since_ms.is_some();
+        sqlx::query(if oldest {
+            "SELECT * FROM alert_history WHERE (? IS NULL OR rule = ?) AND id > ? \
+             AND time_ms >= ? ORDER BY id LIMIT ?"
+        } else {
+            "SELECT * FROM alert_history WHERE (? IS NULL OR rule = ?) AND id > ? \
+             AND time_ms >= ? ORDER BY id DESC LIMIT ?"
+        })
         .bind(&query.rule)
         .bind(&query.rule)
+        .bind(query.after.unwrap_or(0))
+        .bind(query.since_ms.unwrap_or(i64::MIN))
         .bind(i64::from(query.limit.max(1)))
         .fetch_all(&self.pool)
         .await
@@ -903,6 +913,194 @@ impl Store for SqliteStore {
             .map(outbox_from_row)
             .collect()
     }
+
+    async fn create_incident(
+        &self,
+        incident: &IncidentRecord,
+        opened: &NewIncidentEntry,
+    ) -> Result<(IncidentRecord, bool), StoreError> {
+        let doing = "creating an incident";
+        let mut tx = self.pool.begin().await.map_err(query_error(doing))?;
+        if let Some(event) = incident.alert_event {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT record FROM incidents WHERE alert_event = ?")
+                    .bind(event)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_error(doing))?;
+            if let Some(record) = existing {
+                return Ok((incident_from_text(&record)?, false));
+            }
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO incidents (opened_ms, status, grp, alert_event, record) \
+             VALUES (?, ?, ?, ?, '{}') RETURNING id",
+        )
+        .bind(incident.opened_ms)
+        .bind(&incident.status)
+        .bind(&incident.group)
+        .bind(incident.alert_event)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_error(doing))?;
+        let mut created = incident.clone();
+        created.id = id;
+        sqlx::query("UPDATE incidents SET record = ? WHERE id = ?")
+            .bind(incident_text(&created))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(doing))?;
+        insert_incident_entry(&mut tx, id, opened).await?;
+        tx.commit().await.map_err(query_error(doing))?;
+        Ok((created, true))
+    }
+
+    async fn update_incident(
+        &self,
+        incident: &IncidentRecord,
+        entry: &NewIncidentEntry,
+    ) -> Result<(), StoreError> {
+        let doing = "updating an incident";
+        let mut tx = self.pool.begin().await.map_err(query_error(doing))?;
+        let updated = sqlx::query("UPDATE incidents SET status = ?, grp = ?, record = ? WHERE id = ?")
+            .bind(&incident.status)
+            .bind(&incident.group)
+            .bind(incident_text(incident))
+            .bind(incident.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(doing))?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "incident",
+                key: incident.id.to_string(),
+            });
+        }
+        insert_incident_entry(&mut tx, incident.id, entry).await?;
+        tx.commit().await.map_err(query_error(doing))
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+        let record: Option<String> = sqlx::query_scalar("SELECT record FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("reading an incident"))?;
+        record.as_deref().map(incident_from_text).transpose()
+    }
+
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<IncidentRecord>, StoreError> {
+        let records: Vec<String> = sqlx::query_scalar(
+            "SELECT record FROM incidents WHERE (? = 0 OR status != 'resolved') \
+             AND opened_ms >= ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(query.open)
+        .bind(query.since_ms.unwrap_or(i64::MIN))
+        .bind(i64::from(query.limit.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading incidents"))?;
+        records.iter().map(|r| incident_from_text(r)).collect()
+    }
+
+    async fn incident_log(&self, incident: i64) -> Result<Vec<IncidentEntry>, StoreError> {
+        let doing = "reading an incident's log";
+        let rows = sqlx::query("SELECT * FROM incident_log WHERE incident = ? ORDER BY id")
+            .bind(incident)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(doing))?;
+        rows.iter()
+            .map(|r| {
+                Ok(IncidentEntry {
+                    id: r.try_get("id").map_err(query_error(doing))?,
+                    incident: r.try_get("incident").map_err(query_error(doing))?,
+                    entry: NewIncidentEntry {
+                        time_ms: r.try_get("time_ms").map_err(query_error(doing))?,
+                        kind: r.try_get("kind").map_err(query_error(doing))?,
+                        actor: r.try_get("actor").map_err(query_error(doing))?,
+                        message: r.try_get("message").map_err(query_error(doing))?,
+                        data: parse_json(
+                            r.try_get::<&str, _>("data").map_err(query_error(doing))?,
+                            "incident log entry",
+                        )?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn add_action(&self, action: &NewAction) -> Result<ActionRecord, StoreError> {
+        let doing = "adding an action item";
+        if self.incident(action.incident).await?.is_none() {
+            return Err(StoreError::NotFound {
+                what: "incident",
+                key: action.incident.to_string(),
+            });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO incident_actions (incident, text, owner, due, created_ms) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(action.incident)
+        .bind(&action.text)
+        .bind(&action.owner)
+        .bind(&action.due)
+        .bind(action.created_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(doing))?;
+        Ok(ActionRecord {
+            id,
+            incident: action.incident,
+            text: action.text.clone(),
+            owner: action.owner.clone(),
+            due: action.due.clone(),
+            created_ms: action.created_ms,
+            done_ms: None,
+        })
+    }
+
+    async fn set_action_done(
+        &self,
+        id: i64,
+        done_ms: Option<i64>,
+    ) -> Result<ActionRecord, StoreError> {
+        let row = sqlx::query("UPDATE incident_actions SET done_ms = ? WHERE id = ? RETURNING *")
+            .bind(done_ms)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("marking an action item"))?;
+        match row {
+            Some(r) => action_from_row(&r),
+            None => Err(StoreError::NotFound {
+                what: "action item",
+                key: id.to_string(),
+            }),
+        }
+    }
+
+    async fn actions(
+        &self,
+        incident: Option<i64>,
+        open: bool,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM incident_actions WHERE (? IS NULL OR incident = ?) \
+             AND (? = 0 OR done_ms IS NULL) ORDER BY id",
+        )
+        .bind(incident)
+        .bind(incident)
+        .bind(open)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading action items"))?
+        .iter()
+        .map(action_from_row)
+        .collect()
+    }
 }
 
 fn outbox_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, StoreError> {
@@ -948,4 +1146,49 @@ async fn write_environment_state(
     .await
     .map_err(query_error("writing an environment's state"))?;
     Ok(())
+}
+
+fn incident_text(incident: &IncidentRecord) -> String {
+    serde_json::to_string(incident).unwrap_or_default()
+}
+
+fn incident_from_text(text: &str) -> Result<IncidentRecord, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        what: "incident",
+        source,
+    })
+}
+
+async fn insert_incident_entry(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    incident: i64,
+    entry: &NewIncidentEntry,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO incident_log (incident, time_ms, kind, actor, message, data) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(incident)
+    .bind(entry.time_ms)
+    .bind(&entry.kind)
+    .bind(&entry.actor)
+    .bind(&entry.message)
+    .bind(json_text(&entry.data))
+    .execute(&mut **tx)
+    .await
+    .map_err(query_error("appending to an incident's log"))?;
+    Ok(())
+}
+
+fn action_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ActionRecord, StoreError> {
+    let doing = "reading action items";
+    Ok(ActionRecord {
+        id: r.try_get("id").map_err(query_error(doing))?,
+        incident: r.try_get("incident").map_err(query_error(doing))?,
+        text: r.try_get("text").map_err(query_error(doing))?,
+        owner: r.try_get("owner").map_err(query_error(doing))?,
+        due: r.try_get("due").map_err(query_error(doing))?,
+        created_ms: r.try_get("created_ms").map_err(query_error(doing))?,
+        done_ms: r.try_get("done_ms").map_err(query_error(doing))?,
+    })
 }

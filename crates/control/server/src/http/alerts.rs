@@ -204,6 +204,7 @@ pub(crate) async fn history(
         .alert_history(&slipway_store::AlertHistoryQuery {
             rule: q.rule,
             limit: q.limit.unwrap_or(50).min(10_000),
+            ..Default::default()
         })
         .await?;
     Ok(Json(
