@@ -95,6 +95,26 @@ pub struct Config {
     /// Settings of alerting as a whole.
     #[serde(default)]
     pub alerting: Alerting,
+    /// Incidents: which alerts open one, where their updates go.
+    #[serde(default)]
+    pub incidents: Incidents,
+}
+
+/// `[incidents]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Incidents {
+    /// The severities of the alerts that open an incident by themselves when they fire
+    /// (default `["P1"]`; `[]`: only people open incidents). One incident per alert group;
+    /// the group's later alerts attach to it.
+    pub open_on: Option<Vec<Severity>>,
+    /// Where status updates go (default: the channels of the alert that opened it; for one
+    /// opened by hand, the channels that take its severity).
+    pub channels: Option<Vec<String>>,
+    /// How far before the opening the timeline reaches back (default `1h`).
+    pub lookback: Option<Duration>,
+    /// How long before the first alert a deploy counts as its likely cause (default `30m`).
+    pub suspect_window: Option<Duration>,
 }
 
 /// `[project]`.
