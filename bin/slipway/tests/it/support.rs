@@ -130,7 +130,11 @@ impl Project {
                 .send()
                 .await
                 .expect("the proxy answers");
-            assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+            assert!(
+                r.status().is_success(),
+                "{}",
+                r.text().await.unwrap_or_default()
+            );
         });
     }
 

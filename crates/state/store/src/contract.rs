@@ -15,9 +15,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::{
-    AlertHistoryQuery, AuditQuery, IncidentQuery, IncidentRecord, NewAction, NewIncidentEntry, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery,
-    NewAlertEvent, NewAudit, NewDeployment, NewEvent, NewNotification, NewRelease, NewRun,
-    RunQuery, RunUpdate, Store, StoreError,
+    AlertHistoryQuery, AuditQuery, DeploymentUpdate, EnvironmentState, EventLevel, EventQuery,
+    IncidentQuery, IncidentRecord, NewAction, NewAlertEvent, NewAudit, NewDeployment, NewEvent,
+    NewIncidentEntry, NewNotification, NewRelease, NewRun, RunQuery, RunUpdate, Store, StoreError,
 };
 
 /// Generates one test per contract case for a store factory.
@@ -814,7 +814,13 @@ fn alert_row(time_ms: i64, rule: &str, status: &str) -> NewAlertEvent {
 /// timeline reads from a time.
 pub async fn alert_history_is_followed_from_a_cursor_or_a_time(store: Arc<dyn Store>) {
     let rows: Vec<_> = (0..5)
-        .map(|i| alert_row(1_000 * i, "r", if i % 2 == 0 { "fired" } else { "resolved" }))
+        .map(|i| {
+            alert_row(
+                1_000 * i,
+                "r",
+                if i % 2 == 0 { "fired" } else { "resolved" },
+            )
+        })
         .collect();
     store.commit_alerting("{}", &rows, &[]).await.unwrap();
     let all = store
@@ -911,10 +917,15 @@ pub async fn an_alert_opens_one_incident_whose_log_keeps_every_change(store: Arc
         .update_incident(&changed, &entry(20_000, "resolved", "fixed"))
         .await
         .unwrap();
-    assert_eq!(store.incident(first.id).await.unwrap(), Some(changed.clone()));
+    assert_eq!(
+        store.incident(first.id).await.unwrap(),
+        Some(changed.clone())
+    );
     let log = store.incident_log(first.id).await.unwrap();
     assert_eq!(
-        log.iter().map(|e| e.entry.kind.as_str()).collect::<Vec<_>>(),
+        log.iter()
+            .map(|e| e.entry.kind.as_str())
+            .collect::<Vec<_>>(),
         ["opened", "resolved"]
     );
     assert_eq!(log[1].entry.message, "fixed");
@@ -940,12 +951,11 @@ pub async fn an_alert_opens_one_incident_whose_log_keeps_every_change(store: Arc
         [manual.id, first.id],
         "newest first"
     );
-    let missing = IncidentRecord {
-        id: 999,
-        ..changed
-    };
+    let missing = IncidentRecord { id: 999, ..changed };
     assert!(matches!(
-        store.update_incident(&missing, &entry(0, "update", "x")).await,
+        store
+            .update_incident(&missing, &entry(0, "update", "x"))
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.incident(999).await.unwrap(), None);
@@ -973,8 +983,14 @@ pub async fn action_items_stay_open_until_done(store: Arc<dyn Store>) {
         due: Some("2026-12-31".into()),
         created_ms: 5,
     };
-    let a = store.add_action(&add("alert on queue depth")).await.unwrap();
-    let b = store.add_action(&add("canary the migration")).await.unwrap();
+    let a = store
+        .add_action(&add("alert on queue depth"))
+        .await
+        .unwrap();
+    let b = store
+        .add_action(&add("canary the migration"))
+        .await
+        .unwrap();
     assert_eq!(a.owner.as_deref(), Some("bob"));
     let done = store.set_action_done(a.id, Some(9)).await.unwrap();
     assert_eq!(done.done_ms, Some(9));

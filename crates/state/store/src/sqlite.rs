@@ -15,11 +15,11 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::{
-    ActionRecord, AlertEvent, AlertHistoryQuery, AppliedConfig, IncidentEntry, IncidentQuery,
-    IncidentRecord, NewAction, NewIncidentEntry, AuditEntry, AuditQuery, DeploymentRecord,
-    DeploymentUpdate, EnvironmentState, Event, EventLevel, EventQuery, NewAlertEvent, NewAudit,
-    NewDeployment, NewEvent, NewNotification, NewRelease, NewRun, OutboxEntry, ReleaseRecord,
-    RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
+    ActionRecord, AlertEvent, AlertHistoryQuery, AppliedConfig, AuditEntry, AuditQuery,
+    DeploymentRecord, DeploymentUpdate, EnvironmentState, Event, EventLevel, EventQuery,
+    IncidentEntry, IncidentQuery, IncidentRecord, NewAction, NewAlertEvent, NewAudit,
+    NewDeployment, NewEvent, NewIncidentEntry, NewNotification, NewRelease, NewRun, OutboxEntry,
+    ReleaseRecord, RunQuery, RunRecord, RunUpdate, Store, StoreError, millis_to_time,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -963,14 +963,15 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let doing = "updating an incident";
         let mut tx = self.pool.begin().await.map_err(query_error(doing))?;
-        let updated = sqlx::query("UPDATE incidents SET status = ?, grp = ?, record = ? WHERE id = ?")
-            .bind(&incident.status)
-            .bind(&incident.group)
-            .bind(incident_text(incident))
-            .bind(incident.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(doing))?;
+        let updated =
+            sqlx::query("UPDATE incidents SET status = ?, grp = ?, record = ? WHERE id = ?")
+                .bind(&incident.status)
+                .bind(&incident.group)
+                .bind(incident_text(incident))
+                .bind(incident.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(doing))?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 what: "incident",
@@ -982,11 +983,12 @@ impl Store for SqliteStore {
     }
 
     async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
-        let record: Option<String> = sqlx::query_scalar("SELECT record FROM incidents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_error("reading an incident"))?;
+        let record: Option<String> =
+            sqlx::query_scalar("SELECT record FROM incidents WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error("reading an incident"))?;
         record.as_deref().map(incident_from_text).transpose()
     }
 

@@ -45,6 +45,7 @@ pub(crate) async fn list_events(
             environment,
             limit: Some(query.limit.unwrap_or(100).min(10_000)),
             newest: query.after.is_none(),
+            ..Default::default()
         })
         .await?;
     Ok(Json(events))

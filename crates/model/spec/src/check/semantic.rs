@@ -893,14 +893,7 @@ impl<'a, 'd, 'i> SemanticChecker<'a, 'd, 'i> {
     fn incidents(&mut self) {
         let base = KeyPath::root().key("incidents");
         let channels: Vec<&str> = self.config.channels.keys().map(String::as_str).collect();
-        for (j, ch) in self
-            .config
-            .incidents
-            .channels
-            .iter()
-            .flatten()
-            .enumerate()
-        {
+        for (j, ch) in self.config.incidents.channels.iter().flatten().enumerate() {
             if !self.config.channels.contains_key(ch) {
                 self.unknown_reference(&base.key("channels").index(j), "channel", ch, &channels);
             }
