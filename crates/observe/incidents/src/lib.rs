@@ -67,16 +67,10 @@ pub fn clock(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// A duration in ms as people read it: `45s`, `6m 30s`, `2h 5m`.
+/// A duration in ms as people read it, to the second: `45s`, `6m 30s`, `2h 5m`.
 pub fn human(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 if s % 60 == 0 => format!("{}m", s / 60),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        _ if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
-        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
-    }
+    let seconds = u64::try_from(ms / 1000).unwrap_or(0);
+    slipway_spec::units::Duration(std::time::Duration::from_secs(seconds)).to_string()
 }
 
 #[cfg(test)]

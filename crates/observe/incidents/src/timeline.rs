@@ -89,11 +89,10 @@ fn of_services(incident: &IncidentRecord, service: Option<&str>) -> bool {
         || service.is_some_and(|s| incident.services.iter().any(|m| m == s))
 }
 
-/// The service an event is about: its `service` datum, else its subject's first part.
+/// The service an event is about: its `service` datum (every event of a service's instances
+/// has one), else its subject.
 fn event_service(e: &Event) -> Option<&str> {
-    e.data["service"]
-        .as_str()
-        .or_else(|| e.subject.as_deref().and_then(|s| s.split('-').next()))
+    e.data["service"].as_str().or(e.subject.as_deref())
 }
 
 /// The timeline of an incident from the events, alert rows and log lines read for its span.

@@ -18,7 +18,13 @@ use crate::driver::{Exit, Instance, InstanceSpec};
 use crate::health::{self, CheckResult, Health, Tracker};
 
 impl Ctx {
-    pub(super) async fn event(&self, event: NewEvent) {
+    /// Records an event of this service: its environment, and `service` in its data (so a
+    /// reader needs not parse instance ids).
+    pub(super) async fn event(&self, mut event: NewEvent) {
+        if let Some(data) = event.data.as_object_mut() {
+            data.entry("service")
+                .or_insert_with(|| self.service.name.clone().into());
+        }
         let event = event.environment(&self.environment);
         if let Err(e) = self.store.append_event(event).await {
             tracing::warn!(error = %e, "cannot record an event");
